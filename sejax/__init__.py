@@ -1,0 +1,3 @@
+"""sejax: speech emotion recognition in JAX/Flax."""
+
+__version__ = "0.1.0"

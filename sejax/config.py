@@ -1,0 +1,227 @@
+"""Loading configs: a Python file's ``get_config()``, dotted command-line overrides, validation.
+
+Configs are data (``ml_collections.ConfigDict``), one file per experiment, as in Flax's
+examples. Overrides use the same ``--config.key=value`` spelling as ``ml_collections``'
+``config_flags``, but are parsed here so that an unknown key or a value of the wrong type
+fails before any work with a message naming the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from sejax.configs import default
+from sejax.errors import ConfigError
+
+# Allowed values of the string-valued keys; `validate` checks them and error messages list them.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.corpus": ("ravdess",),
+    "data.on_bad_name": ("error", "skip"),
+    "data.normalization": ("per_band", "global", "none"),
+    "features.crop": ("start", "center"),
+    "features.window": ("hann", "hamming", "blackman"),
+    "model.temporal_pooling": ("mean", "max", "attention"),
+    "model.dtype": ("float32", "bfloat16"),
+    "train.parallel": ("pmap", "jit"),
+    "train.optimizer": ("adam", "adamw"),
+    "train.schedule": ("constant", "cosine", "warmup_cosine"),
+}
+# Keys whose value must be > 0.
+POSITIVE: tuple[str, ...] = (
+    "features.sample_rate", "features.duration_s", "features.n_fft", "features.win_length",
+    "features.hop_length", "features.n_mels", "features.amin",
+    "model.num_classes", "model.conv_kernel", "model.pool", "model.lstm_units",
+    "train.batch_size", "train.num_epochs", "train.learning_rate", "train.log_every_steps",
+    "train.eval_every_epochs", "train.checkpoint_every_epochs", "train.keep_checkpoints",
+    "eval.batch_size", "data.examples_per_shard", "data.shuffle_buffer",
+)  # fmt: skip
+SPLITS = ("train", "validation", "test")
+
+
+def load_config(path: str | Path | None = None) -> ml_collections.ConfigDict:
+    """Returns ``get_config()`` of the Python file at ``path`` (the defaults when None)."""
+    if path is None or str(path) == "":
+        return default.get_config()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"sejax_config_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load config file {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} defines no get_config()")
+    config = module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+    return config
+
+
+def _parse_value(text: str) -> Any:
+    """A Python literal when the text is one ('3', '1e-3', '(1, 2)', 'True'), else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _leaf_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(_leaf_keys(value, f"{name}."))
+        else:
+            keys.append(name)
+    return keys
+
+
+def _coerce(key: str, old: Any, new: Any) -> Any:
+    """Converts ``new`` to the type of the default ``old``, or raises naming the key."""
+    if old is None:
+        return new
+    if isinstance(old, bool):
+        if isinstance(new, bool):
+            return new
+        if isinstance(new, str) and new.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return new.lower() in ("true", "1", "yes")
+        if isinstance(new, int) and new in (0, 1):
+            return bool(new)
+    elif isinstance(old, int):
+        if isinstance(new, int) and not isinstance(new, bool):
+            return new
+    elif isinstance(old, float):
+        if isinstance(new, int | float) and not isinstance(new, bool):
+            return float(new)
+    elif isinstance(old, str):
+        return str(new)
+    elif isinstance(old, tuple | list):
+        if isinstance(new, int) and not isinstance(new, bool):
+            new = (new,)
+        if isinstance(new, tuple | list):
+            return tuple(new)
+    raise ConfigError(
+        f"config key {key!r} expects a {type(old).__name__} (default {old!r}); got {new!r}"
+    )
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Iterable[tuple[str, Any]]
+) -> ml_collections.ConfigDict:
+    """Sets dotted keys (``("train.batch_size", "64")``); unknown keys list the known ones."""
+    known = _leaf_keys(config)
+    for key, raw in overrides:
+        if key not in known:
+            close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {key!r}.{hint} Known keys: {', '.join(sorted(known))}"
+            )
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        value = _parse_value(raw) if isinstance(raw, str) else raw
+        with config.unlocked():
+            node[leaf] = _coerce(key, node[leaf], value)
+    return config
+
+
+def parse_override_args(args: Sequence[str]) -> list[tuple[str, str]]:
+    """``['--config.a.b=1', '--config.c', '2']`` -> ``[('a.b', '1'), ('c', '2')]``."""
+    pairs, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--config."):
+            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --config.key=value")
+        body = arg[len("--config.") :]
+        if "=" in body:
+            key, value = body.split("=", 1)
+        elif i + 1 < len(args):
+            key, value = body, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"override {arg!r} has no value")
+        pairs.append((key, value))
+        i += 1
+    return pairs
+
+
+def get(config: ml_collections.ConfigDict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks values that can be checked without data or devices; raises ConfigError."""
+    for key, allowed in CHOICES.items():
+        value = get(config, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+    for key in POSITIVE:
+        value = get(config, key)
+        if not value > 0:
+            raise ConfigError(f"{key}={value!r} must be > 0")
+    f = config.features
+    if f.win_length > f.n_fft:
+        raise ConfigError(f"features.win_length={f.win_length} must be <= features.n_fft={f.n_fft}")
+    if not 0 <= f.fmin < f.fmax <= f.sample_rate / 2:
+        raise ConfigError(
+            f"features.fmin={f.fmin} and features.fmax={f.fmax} must satisfy "
+            f"0 <= fmin < fmax <= sample_rate/2 = {f.sample_rate / 2}"
+        )
+    m = config.model
+    if not m.conv_channels or any(int(c) <= 0 for c in m.conv_channels):
+        raise ConfigError(f"model.conv_channels={m.conv_channels!r} must be positive integers")
+    if m.lstm_layers < 0:
+        raise ConfigError(f"model.lstm_layers={m.lstm_layers} must be >= 0")
+    for key in ("model.conv_dropout", "model.head_dropout"):
+        if not 0.0 <= get(config, key) < 1.0:
+            raise ConfigError(f"{key}={get(config, key)} must be in [0, 1)")
+    # The time and frequency axes must survive every pooling stage (at least one frame left).
+    frames = 1 + int(round(f.sample_rate * f.duration_s)) // f.hop_length
+    bands = f.n_mels
+    for _ in m.conv_channels:
+        frames, bands = frames // m.pool, bands // m.pool
+    if frames < 1 or bands < 1:
+        raise ConfigError(
+            f"features.duration_s={f.duration_s} and features.n_mels={f.n_mels} are too small "
+            f"for {len(m.conv_channels)} pooling stages of model.pool={m.pool}: "
+            f"{frames} frames x {bands} bands would remain"
+        )
+    val, test = set(config.data.val_actors), set(config.data.test_actors)
+    if val & test:
+        raise ConfigError(
+            f"data.val_actors and data.test_actors overlap on actors {sorted(val & test)}"
+        )
+    for split in config.eval.splits:
+        if split not in SPLITS:
+            raise ConfigError(f"eval.splits has {split!r}; choose from {list(SPLITS)}")
+    return config
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def from_dict(d: dict) -> ml_collections.ConfigDict:
+    """Rebuilds a config saved as JSON (lists become tuples, as in the Python configs)."""
+
+    def tuples(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: tuples(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return tuple(tuples(v) for v in x)
+        return x
+
+    return ml_collections.ConfigDict(tuples(d))

@@ -1,0 +1,102 @@
+"""Default configuration: the reference front end and network, trained on the demo corpus.
+
+Every experiment config in ``experiments/configs/`` starts from ``get_config()`` here and
+changes only what it needs, so the defaults are the one place the reference lives
+(``shared/reference-model.md``: 16 kHz, 3.0 s, n_fft 512, win 400, hop 160, 64 Mel bands to
+8 kHz in dB; four conv blocks 32-64-128-128, two BiLSTM layers of 128 units, mean pooling).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def get_features_config() -> ml_collections.ConfigDict:
+    """The log-Mel front end. Its fingerprint decides whether prepared shards can be reused."""
+    f = ml_collections.ConfigDict()
+    f.sample_rate = 16000
+    f.duration_s = 3.0  # fixed analysis window; see `crop` and `pad`
+    # Clips longer than the window: 'start' keeps the first `duration_s` seconds (the
+    # reference), 'center' keeps the middle. Shorter clips are zero-padded at the end.
+    f.crop = "start"
+    f.n_fft = 512
+    f.win_length = 400
+    f.hop_length = 160
+    f.window = "hann"
+    f.center = True
+    f.n_mels = 64
+    f.fmin = 0.0
+    f.fmax = 8000.0
+    f.power = 2.0
+    # dB conversion: 10*log10(max(S, amin) / ref); top_db <= 0 disables the dynamic-range clip.
+    f.amin = 1e-10
+    f.top_db = 0.0
+    return f
+
+
+def get_model_config() -> ml_collections.ConfigDict:
+    """The CNN+BiLSTM. The defaults build exactly the reference network."""
+    m = ml_collections.ConfigDict()
+    m.num_classes = len(EMOTIONS)
+    m.conv_channels = (32, 64, 128, 128)
+    m.conv_kernel = 3
+    m.pool = 2  # max-pool window and stride, VALID padding
+    m.conv_dropout = 0.1
+    m.lstm_layers = 2
+    m.lstm_units = 128  # per direction
+    m.temporal_pooling = "mean"  # 'mean' | 'max' | 'attention'
+    m.head_dropout = 0.3
+    m.bn_momentum = 0.99
+    m.bn_epsilon = 1e-3
+    m.scan_unroll = 1  # lax.scan unroll of the LSTM time loop
+    m.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16' (params stay float32)
+    return m
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    # Zenodo zip, extracted folder, folder of RAVDESS-named files, or prepared shards.
+    # Empty: the built-in synthetic demo corpus (generated under the workdir).
+    config.data.path = ""
+    config.data.corpus = "ravdess"
+    config.data.on_bad_name = "error"  # 'error' | 'skip' (skipped names are reported)
+    # Where shards computed from raw audio are cached; empty: <workdir>/prepared.
+    config.data.prepared_dir = ""
+    config.data.num_workers = 0  # feature workers for `prepare`; 0: one per CPU core
+    config.data.examples_per_shard = 256
+    # Actor-disjoint split: explicit actor ids; train actors are all the others.
+    config.data.val_actors = (21, 22)
+    config.data.test_actors = (23, 24)
+    config.data.shuffle_buffer = 2048
+    config.data.prefetch = 2
+    # Per-band mean/std from the training actors: 'per_band' | 'global' | 'none'.
+    config.data.normalization = "per_band"
+
+    config.features = get_features_config()
+    config.model = get_model_config()
+
+    config.train = ml_collections.ConfigDict()
+    config.train.parallel = "pmap"  # 'pmap' | 'jit' (jit + Mesh + shard_map)
+    config.train.batch_size = 32  # global batch, split across all local devices
+    config.train.num_epochs = 30
+    config.train.optimizer = "adam"  # 'adam' | 'adamw'
+    config.train.learning_rate = 1e-3
+    config.train.schedule = "constant"  # 'constant' | 'cosine' | 'warmup_cosine'
+    config.train.warmup_epochs = 0.0
+    config.train.weight_decay = 0.0
+    config.train.grad_clip_norm = 5.0  # global-norm clipping; <= 0 disables
+    config.train.log_every_steps = 10
+    config.train.eval_every_epochs = 1
+    config.train.checkpoint_every_epochs = 1
+    config.train.keep_checkpoints = 2  # latest N, plus the best by validation UAR
+    config.train.early_stopping_patience = 0  # epochs without val-UAR gain; 0 disables
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 64
+    config.eval.splits = ("validation", "test")
+    return config

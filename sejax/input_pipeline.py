@@ -1,0 +1,282 @@
+"""The input pipeline: prepared log-Mel shards -> actor-disjoint splits -> tf.data batches.
+
+Where the shards come from (``resolve_shards``): prepared shards given directly, raw audio
+(zip or folder) prepared once into a cache, or the built-in demo corpus. Splits are by actor,
+so no speaker is heard in two splits. Normalisation statistics are computed from the training
+actors only. Training batches have the global batch size (the parallel layer splits them over
+devices); evaluation batches are padded and carry a ``mask`` so every example counts once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from sejax.errors import ConfigError, DataError
+
+Batch = dict[str, np.ndarray]
+
+
+def _tf():
+    """TensorFlow, imported on first use and kept off the accelerators (JAX owns them)."""
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    return tf
+
+
+# ------------------------------------------------------------------------------------------
+# Where the shards come from.
+
+
+def resolve_shards(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
+    """Returns a folder of prepared shards matching ``config.features``, preparing if needed."""
+    from sejax import prepare
+
+    workdir = Path(workdir)
+    data_path = str(config.data.path)
+    cache = Path(config.data.prepared_dir) if config.data.prepared_dir else workdir / "prepared"
+    if not data_path:
+        from sejax import demo
+
+        source = demo.generate_demo_corpus(workdir / "demo_corpus", seed=config.seed)
+    else:
+        source = Path(data_path).expanduser()
+        if not source.exists():
+            raise DataError(f"data.path does not exist: {source}")
+        if (source / "metadata.json").is_file():
+            metadata = prepare.load_metadata(source)
+            prepare.check_compatible(metadata, config.features)
+            return source
+    prepare.prepare(
+        source,
+        cache,
+        config.features,
+        corpus=config.data.corpus,
+        on_bad_name=config.data.on_bad_name,
+        num_workers=config.data.num_workers,
+        examples_per_shard=config.data.examples_per_shard,
+    )
+    return cache
+
+
+# ------------------------------------------------------------------------------------------
+# Actor-disjoint splits.
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Which actors and which example indices (rows of metadata.json) each split holds."""
+
+    actors: dict[str, tuple[int, ...]]
+    indices: dict[str, np.ndarray]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            name: {"actors": list(self.actors[name]), "num_examples": int(len(idx))}
+            for name, idx in self.indices.items()
+        }
+
+
+def split_by_actor(examples: Sequence[dict], data_cfg: ml_collections.ConfigDict) -> Split:
+    """Validation and test actors from the config; every other actor trains."""
+    present = sorted({int(e["actor"]) for e in examples})
+    val = tuple(sorted(int(a) for a in data_cfg.val_actors))
+    test = tuple(sorted(int(a) for a in data_cfg.test_actors))
+    for key, chosen in (("data.val_actors", val), ("data.test_actors", test)):
+        missing = sorted(set(chosen) - set(present))
+        if missing:
+            raise ConfigError(
+                f"{key} names actors {missing} that are not in the corpus; actors present: "
+                f"{present}"
+            )
+    if set(val) & set(test):
+        raise ConfigError(f"data.val_actors and data.test_actors share actors {set(val) & set(test)}")
+    train = tuple(a for a in present if a not in val and a not in test)
+    actors = {"train": train, "validation": val, "test": test}
+    actor_of = np.array([int(e["actor"]) for e in examples])
+    indices = {name: np.flatnonzero(np.isin(actor_of, a)) for name, a in actors.items()}
+    for name in ("train", "test"):
+        if len(indices[name]) == 0:
+            raise ConfigError(
+                f"the {name} split is empty (data.val_actors={list(val)}, "
+                f"data.test_actors={list(test)}, actors present: {present})"
+            )
+    return Split(actors=actors, indices=indices)
+
+
+# ------------------------------------------------------------------------------------------
+# tf.data over the shards.
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Feature statistics from the training actors: ``(x - mean) / std`` per Mel band."""
+
+    mean: np.ndarray  # [F]
+    std: np.ndarray  # [F]
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Normalization:
+        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+
+
+class Shards:
+    """A prepared shard folder read with tf.data; decoded examples are cached in memory."""
+
+    def __init__(self, directory: str | Path):
+        from sejax import prepare
+
+        self.directory = Path(directory)
+        self.metadata = prepare.load_metadata(self.directory)
+        self.examples: list[dict] = self.metadata["examples"]
+        self.num_frames = int(self.metadata["num_frames"])
+        self.num_mels = int(self.metadata["num_mels"])
+        self.label_names: list[str] = list(self.metadata["label_names"])
+        files = [str(self.directory / s["file"]) for s in self.metadata["shards"]]
+        for f in files:
+            if not Path(f).is_file():
+                raise DataError(f"shard listed in {self.directory / 'metadata.json'} is missing: {f}")
+        tf = _tf()
+        num_frames, num_mels = self.num_frames, self.num_mels
+        self._all = (
+            tf.data.TFRecordDataset(files)
+            .map(lambda s: prepare.parse_example(s, num_frames, num_mels))
+        )
+
+    def _select(self, indices: np.ndarray):
+        """The examples whose metadata index is in ``indices``, in shard order, cached."""
+        tf = _tf()
+        member = np.zeros(len(self.examples), bool)
+        member[indices] = True
+        member_t = tf.constant(member)
+        return self._all.filter(lambda ex: tf.gather(member_t, ex["index"]))
+
+    def normalization(self, indices: np.ndarray, mode: str) -> Normalization:
+        """Per-band (or global) mean and std over every frame of the given examples."""
+        ones = np.ones(self.num_mels, np.float32)
+        if mode == "none":
+            return Normalization(np.zeros_like(ones), ones)
+        total = np.zeros(self.num_mels, np.float64)
+        total_sq = np.zeros(self.num_mels, np.float64)
+        count = 0
+        for batch in self._select(indices).batch(256).as_numpy_iterator():
+            x = batch["features"].astype(np.float64)
+            total += x.sum(axis=(0, 1))
+            total_sq += (x * x).sum(axis=(0, 1))
+            count += x.shape[0] * x.shape[1]
+        if count == 0:
+            raise DataError("cannot compute normalisation statistics: the training split is empty")
+        if mode == "global":
+            mean = total.sum() / (count * self.num_mels)
+            var = total_sq.sum() / (count * self.num_mels) - mean**2
+            mean, var = np.full(self.num_mels, mean), np.full(self.num_mels, var)
+        else:
+            mean = total / count
+            var = total_sq / count - mean**2
+        std = np.sqrt(np.maximum(var, 1e-8))
+        return Normalization(mean.astype(np.float32), std.astype(np.float32))
+
+    def _prepare_batch(self, norm: Normalization):
+        tf = _tf()
+        mean = tf.constant(norm.mean)
+        std = tf.constant(norm.std)
+
+        def fn(ex):
+            return {
+                "features": (ex["features"] - mean) / std,
+                "label": ex["label"],
+                "index": ex["index"],
+            }
+
+        return fn
+
+    def train_batches(
+        self,
+        indices: np.ndarray,
+        norm: Normalization,
+        *,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        shuffle_buffer: int,
+        prefetch: int = 2,
+        skip_batches: int = 0,
+    ) -> Iterator[Batch]:
+        """One epoch of shuffled full batches (the last partial batch is dropped).
+
+        The order depends only on ``(seed, epoch)``, so a resumed run that skips the batches
+        already seen continues with exactly the batches an uninterrupted run would see.
+        """
+        tf = _tf()
+        if len(indices) < batch_size:
+            raise ConfigError(
+                f"train.batch_size={batch_size} is larger than the training split "
+                f"({len(indices)} examples)"
+            )
+        epoch_seed = int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:4], "little")
+        ds = (
+            self._cached(indices)
+            .shuffle(min(shuffle_buffer, len(indices)), seed=epoch_seed,
+                     reshuffle_each_iteration=False)
+            .batch(batch_size, drop_remainder=True)
+            .skip(skip_batches)
+            .map(self._prepare_batch(norm), num_parallel_calls=tf.data.AUTOTUNE,
+                 deterministic=True)
+            .prefetch(prefetch)
+        )  # fmt: skip
+        yield from ds.as_numpy_iterator()
+
+    def eval_batches(
+        self, indices: np.ndarray, norm: Normalization, *, batch_size: int, prefetch: int = 2
+    ) -> Iterator[Batch]:
+        """Every example exactly once; the last batch is zero-padded with ``mask`` 0."""
+        tf = _tf()
+        ds = (
+            self._cached(indices)
+            .batch(batch_size)
+            .map(self._prepare_batch(norm), num_parallel_calls=tf.data.AUTOTUNE,
+                 deterministic=True)
+            .prefetch(prefetch)
+        )  # fmt: skip
+        for batch in ds.as_numpy_iterator():
+            yield pad_batch(batch, batch_size)
+
+    def _cached(self, indices: np.ndarray):
+        key = hashlib.sha256(np.sort(indices).tobytes()).hexdigest()
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        if key not in self._cache:
+            self._cache[key] = self._select(indices).cache()
+        return self._cache[key]
+
+
+def pad_batch(batch: Batch, batch_size: int) -> Batch:
+    """Pads a (last, short) batch to ``batch_size`` rows and adds a ``mask`` of real rows."""
+    n = len(batch["label"])
+    out = {}
+    for key, value in batch.items():
+        pad = [(0, batch_size - n)] + [(0, 0)] * (value.ndim - 1)
+        out[key] = np.pad(value, pad)
+    out["mask"] = np.pad(np.ones(n, np.float32), (0, batch_size - n))
+    if "index" in out:
+        out["index"][n:] = -1
+    return out
+
+
+def write_split(path: Path, split: Split, examples: Sequence[dict]) -> None:
+    """Records the split (actors, counts and each example's source) in the run."""
+    record = split.to_json()
+    for name, idx in split.indices.items():
+        record[name]["sources"] = [examples[i]["source"] for i in idx]
+    path.write_text(json.dumps(record, indent=1))

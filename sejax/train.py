@@ -1,0 +1,278 @@
+"""Training and evaluation loop: ``train_and_evaluate(config, workdir)`` reads top to bottom.
+
+Input (shards, actor split, normalisation) -> model, optimizer and train state -> restore the
+latest checkpoint if the workdir has one -> epochs of data-parallel train steps with periodic
+validation and checkpoints -> final evaluation of the best checkpoint on each eval split.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from sejax import config as config_lib
+from sejax import evaluation, input_pipeline, models, parallel, train_state
+from sejax.checkpoints import BEST_METRIC, Checkpoints, open_for_reading
+from sejax.errors import CheckpointError
+from sejax.metric_writers import create_writer
+
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation of one split with the parallel eval step.
+
+
+def predict_split(
+    par: parallel.Parallel,
+    state: train_state.TrainState,
+    shards: input_pipeline.Shards,
+    indices: np.ndarray,
+    norm: input_pipeline.Normalization,
+    batch_size: int,
+) -> dict[str, np.ndarray]:
+    """Logits, labels, losses and metadata indices of every example of a split, once each."""
+    logits, labels, losses, index = [], [], [], []
+    for batch in shards.eval_batches(indices, norm, batch_size=batch_size):
+        out = par.eval_step(state, par.put_batch(batch))
+        keep = batch["mask"] > 0
+        logits.append(np.asarray(out["logits"])[keep])
+        losses.append(np.asarray(out["loss"])[keep])
+        labels.append(batch["label"][keep])
+        index.append(batch["index"][keep])
+    return {
+        "logits": np.concatenate(logits),
+        "labels": np.concatenate(labels),
+        "losses": np.concatenate(losses),
+        "index": np.concatenate(index),
+    }
+
+
+def evaluate_split(par, state, shards, indices, norm, batch_size) -> dict[str, Any]:
+    out = predict_split(par, state, shards, indices, norm, batch_size)
+    if len(out["index"]) != len(indices) or set(out["index"]) != set(indices.tolist()):
+        raise AssertionError("evaluation did not see every example of the split exactly once")
+    return evaluation.classification_metrics(
+        out["labels"], out["logits"].argmax(-1), shards.label_names, out["losses"]
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# The loop.
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Trains (resuming from ``workdir`` if it holds checkpoints), evaluates, returns a summary."""
+    config_lib.validate(config)
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    tc = config.train
+
+    # Input: shards, actor-disjoint split, normalisation from the training actors.
+    shards_dir = input_pipeline.resolve_shards(config, workdir)
+    shards = input_pipeline.Shards(shards_dir)
+    split = input_pipeline.split_by_actor(shards.examples, config.data)
+    input_pipeline.write_split(workdir / "split.json", split, shards.examples)
+    norm = shards.normalization(split.indices["train"], config.data.normalization)
+    steps_per_epoch = len(split.indices["train"]) // tc.batch_size
+    if steps_per_epoch == 0:
+        raise config_lib.ConfigError(
+            f"train.batch_size={tc.batch_size} is larger than the training split "
+            f"({len(split.indices['train'])} examples)"
+        )
+    total_steps = steps_per_epoch * tc.num_epochs
+
+    # Model, optimizer, parallel steps, train state.
+    par = parallel.make_parallel(config, num_classes=len(shards.label_names))
+    if config.eval.batch_size % par.num_devices:
+        raise config_lib.ConfigError(
+            f"eval.batch_size={config.eval.batch_size} must divide across {par.num_devices} devices"
+        )
+    model = models.build_model(config.model)
+    tx = train_state.make_optimizer(tc, steps_per_epoch)
+    state = train_state.create_train_state(
+        jax.random.PRNGKey(config.seed), model, (1, shards.num_frames, shards.num_mels), tx
+    )
+    meta = {
+        "config": config.to_dict(),
+        "label_names": shards.label_names,
+        "normalization": norm.to_json(),
+        "split": split.to_json(),
+        "shards": str(shards_dir),
+        "features_fingerprint": shards.metadata["fingerprint"],
+        "steps_per_epoch": steps_per_epoch,
+    }
+
+    # Restore: re-running with the same workdir continues from the latest complete checkpoint.
+    ckpts = Checkpoints(workdir / "checkpoints", keep=tc.keep_checkpoints)
+    best_uar, best_epoch = float("-inf"), -1
+    latest = ckpts.latest_step()
+    if latest is not None:
+        state, saved = ckpts.restore(latest, state)
+        if saved.get("features_fingerprint") != meta["features_fingerprint"]:
+            raise CheckpointError(
+                f"{workdir} was trained on features {saved.get('features_fingerprint')}, "
+                f"this run's are {meta['features_fingerprint']}: use a new --workdir"
+            )
+        best_uar, best_epoch = saved.get("best_val_uar", best_uar), saved.get("best_epoch", -1)
+        console.print(f"Resuming from step {latest} in {ckpts.directory}")
+    state = par.put_state(state)
+    start_step = int(jax.device_get(par.get_state(state).step))
+    writer = create_writer(workdir)
+    if start_step == 0:
+        writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+    (workdir / "config.json").write_text(config_lib.to_json(config))
+
+    step = start_step
+    stopped_early = False
+    with _progress() as progress:
+        task = progress.add_task("train", total=total_steps, completed=start_step, status="")
+        for epoch in range(start_step // steps_per_epoch, tc.num_epochs):
+            train_metrics = []
+            batches = shards.train_batches(
+                split.indices["train"], norm, batch_size=tc.batch_size, seed=config.seed,
+                epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
+                prefetch=config.data.prefetch, skip_batches=step - epoch * steps_per_epoch,
+            )  # fmt: skip
+            for batch in batches:
+                state, metrics = par.train_step(state, par.put_batch(batch))
+                step += 1
+                train_metrics.append(metrics)
+                if step % tc.log_every_steps == 0 or step == total_steps:
+                    scalars = _mean(train_metrics)
+                    writer.write_scalars(step, {f"train_{k}": v for k, v in scalars.items()})
+                    train_metrics = []
+                    progress.update(task, status=f"loss {scalars['loss']:.3f}")
+                progress.update(task, completed=step)
+            epoch_done = epoch + 1
+            last = epoch_done == tc.num_epochs
+            scalars = {"epoch": epoch_done}
+            if epoch_done % tc.eval_every_epochs == 0 or last:
+                val = evaluate_split(par, state, shards, split.indices["validation"], norm,
+                                     config.eval.batch_size) if len(split.indices["validation"]) else None  # fmt: skip
+                if val is not None:
+                    scalars.update(val_loss=val["loss"], val_accuracy=val["accuracy"],
+                                   val_uar=val["uar"], val_macro_f1=val["macro_f1"])  # fmt: skip
+                    if val["uar"] > best_uar:
+                        best_uar, best_epoch = val["uar"], epoch_done
+                    console.print(
+                        f"epoch {epoch_done}/{tc.num_epochs}  step {step}  "
+                        f"val loss {val['loss']:.3f}  acc {val['accuracy']:.3f}  "
+                        f"UAR {val['uar']:.3f}"
+                    )
+            writer.write_scalars(step, scalars)
+            patience = tc.early_stopping_patience
+            stopped_early = patience > 0 and best_epoch >= 0 and epoch_done - best_epoch >= patience
+            if epoch_done % tc.checkpoint_every_epochs == 0 or last or stopped_early:
+                ckpt_metrics = {BEST_METRIC: scalars["val_uar"]} if "val_uar" in scalars else None
+                ckpts.save(
+                    step, par.get_state(state),
+                    dict(meta, epoch=epoch_done, best_val_uar=best_uar, best_epoch=best_epoch),
+                    metrics=ckpt_metrics,
+                )  # fmt: skip
+            if stopped_early:
+                console.print(f"early stop: no validation UAR gain for {patience} epochs")
+                break
+    ckpts.close()
+    writer.close()
+    train_seconds = time.time() - started
+
+    reports = evaluate(workdir, splits=tuple(config.eval.splits))
+    summary = {
+        "workdir": str(workdir),
+        "steps": step,
+        "epochs": step // steps_per_epoch,
+        "stopped_early": stopped_early,
+        "best_epoch": best_epoch,
+        "train_seconds": round(train_seconds, 1),
+        "num_devices": par.num_devices,
+        "parallel": tc.parallel,
+    }
+    for name, report in reports.items():
+        summary[name] = {k: report[k] for k in ("accuracy", "uar", "macro_f1", "loss", "num_examples")}
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation of a trained workdir, without the training config.
+
+
+def evaluate(
+    workdir: str | Path, splits: tuple[str, ...] = ("test",), checkpoint: str = "best"
+) -> dict[str, dict[str, Any]]:
+    """Evaluates a checkpoint of ``workdir`` on the given splits; writes eval/<split>.json."""
+    workdir = Path(workdir).absolute()
+    ckpts = open_for_reading(workdir)
+    step = ckpts.best_step() if checkpoint == "best" else ckpts.latest_step()
+    meta = ckpts.restore_meta(step)
+    config = config_lib.from_dict(meta["config"])
+    shards = input_pipeline.Shards(meta["shards"])
+    if shards.metadata["fingerprint"] != meta["features_fingerprint"]:
+        raise CheckpointError(
+            f"the shards in {meta['shards']} no longer match the features this model was "
+            "trained on; re-run `sejax prepare`"
+        )
+    split = input_pipeline.split_by_actor(shards.examples, config.data)
+    norm = input_pipeline.Normalization.from_json(meta["normalization"])
+    par = parallel.make_parallel(config, num_classes=len(meta["label_names"]))
+    model = models.build_model(config.model)
+    tx = train_state.make_optimizer(config.train, meta["steps_per_epoch"])
+    abstract = jax.eval_shape(
+        lambda: train_state.create_train_state(
+            jax.random.PRNGKey(0), model, (1, shards.num_frames, shards.num_mels), tx
+        )
+    )
+    state, _ = ckpts.restore(step, abstract)
+    ckpts.close()
+    state = par.put_state(state)
+    reports = {}
+    for name in splits:
+        if name not in split.indices:
+            raise config_lib.ConfigError(f"unknown split {name!r}; choose from {list(split.indices)}")
+        if len(split.indices[name]) == 0:
+            continue
+        report = evaluate_split(par, state, shards, split.indices[name], norm,
+                                config.eval.batch_size)  # fmt: skip
+        report.update(split=name, step=int(step), actors=list(split.actors[name]))
+        json_path, png_path = evaluation.write_report(report, workdir / "eval", name)
+        report["report_path"], report["confusion_png"] = str(json_path), str(png_path)
+        reports[name] = report
+    return reports
+
+
+def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
+    host = jax.device_get(metrics)
+    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `sejax train` command")

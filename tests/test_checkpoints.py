@@ -1,0 +1,57 @@
+"""Orbax checkpoints: save, keep latest N plus best, restore, half-written ones ignored."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sejax.checkpoints import Checkpoints, open_for_reading
+from sejax.errors import CheckpointError
+
+
+def _state(scale):
+    return {"w": jnp.full((3,), scale, jnp.float32), "step": jnp.asarray(int(scale))}
+
+
+def test_keeps_latest_and_best_and_restores(tmp_path):
+    ckpts = Checkpoints(tmp_path / "checkpoints", keep=2)
+    for step, uar in [(1, 0.3), (2, 0.9), (3, 0.5), (4, 0.4), (5, 0.2)]:
+        ckpts.save(step, _state(step), {"epoch": step, "names": ["x"]}, {"val_uar": uar})
+    ckpts.close()
+    reader = open_for_reading(tmp_path)
+    assert reader._manager.all_steps() == [2, 4, 5]  # latest 2 plus the best (step 2)
+    assert reader.best_step() == 2 and reader.latest_step() == 5
+    state, meta = reader.restore(2, _state(0))
+    np.testing.assert_array_equal(state["w"], np.full(3, 2.0, np.float32))
+    assert meta == {"epoch": 2, "names": ["x"]}
+    raw, _ = reader.restore_raw(5)
+    assert float(raw["w"][0]) == 5.0
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    ckpts = Checkpoints(tmp_path / "checkpoints", keep=3)
+    ckpts.save(1, _state(1), {"epoch": 1})
+    ckpts.close()
+    # A save killed mid-write leaves an uncommitted temporary folder behind.
+    tmp = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-123"
+    tmp.mkdir()
+    (tmp / "state").mkdir()
+    reader = open_for_reading(tmp_path)
+    assert reader.latest_step() == 1
+    state, _ = reader.restore(1, _state(0))
+    assert float(state["w"][0]) == 1.0
+
+
+def test_missing_checkpoints_error_names_the_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoints in"):
+        open_for_reading(tmp_path / "nowhere")
+
+
+def test_restore_onto_a_different_model_is_a_clear_error(tmp_path):
+    ckpts = Checkpoints(tmp_path / "checkpoints")
+    ckpts.save(1, _state(1), {})
+    ckpts.close()
+    reader = open_for_reading(tmp_path)
+    with pytest.raises(CheckpointError, match="does not match"):
+        reader.restore(1, {"w": jnp.zeros((5,)), "step": jnp.asarray(0)})
+    jax.clear_caches()
