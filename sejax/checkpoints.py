@@ -59,12 +59,15 @@ class Checkpoints:
     ) -> None:
         self._manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
             metrics=metrics,
         )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        """Restores ``step`` onto the shapes, dtypes and shardings of ``abstract_state``."""
+        """Restores ``step`` onto the shapes, dtypes and shardings of ``abstract_state``
+        (arrays or ``jax.ShapeDtypeStruct``s)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         try:
             restored = self._manager.restore(
@@ -102,7 +105,9 @@ class Checkpoints:
 def open_for_reading(workdir: str | Path) -> Checkpoints:
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():
-        raise CheckpointError(f"no checkpoints in {directory}: train with --workdir {workdir} first")
+        raise CheckpointError(
+            f"no checkpoints in {directory}: train with --workdir {workdir} first"
+        )
     ckpts = Checkpoints(directory, read_only=True)
     if ckpts.latest_step() is None:
         raise CheckpointError(f"{directory} holds no complete checkpoint")

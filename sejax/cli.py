@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)  # Orbax's info/warnings drown the progress
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and args.command not in ("prepare", "train"):

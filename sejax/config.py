@@ -141,7 +141,9 @@ def parse_override_args(args: Sequence[str]) -> list[tuple[str, str]]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--config."):
-            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --config.key=value")
+            raise ConfigError(
+                f"unrecognised argument {arg!r}; overrides look like --config.key=value"
+            )
         body = arg[len("--config.") :]
         if "=" in body:
             key, value = body.split("=", 1)
@@ -189,7 +191,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if not 0.0 <= get(config, key) < 1.0:
             raise ConfigError(f"{key}={get(config, key)} must be in [0, 1)")
     # The time and frequency axes must survive every pooling stage (at least one frame left).
-    frames = 1 + int(round(f.sample_rate * f.duration_s)) // f.hop_length
+    frames = 1 + round(f.sample_rate * f.duration_s) // f.hop_length
     bands = f.n_mels
     for _ in m.conv_channels:
         frames, bands = frames // m.pool, bands // m.pool

@@ -35,7 +35,7 @@ def classification_metrics(
         labels, predictions, labels=all_classes, zero_division=0
     )
     report: dict[str, Any] = {
-        "num_examples": int(len(labels)),
+        "num_examples": len(labels),
         "accuracy": float(skm.accuracy_score(labels, predictions)),
         "uar": float(skm.recall_score(labels, predictions, labels=present, average="macro",
                                       zero_division=0)),

@@ -46,7 +46,13 @@ def resolve_shards(config: ml_collections.ConfigDict, workdir: str | Path) -> Pa
     if not data_path:
         from sejax import demo
 
-        source = demo.generate_demo_corpus(workdir / "demo_corpus", seed=config.seed)
+        source = demo.generate_demo_corpus(
+            workdir / "demo_corpus",
+            actors=tuple(config.data.demo_actors),
+            repetitions=tuple(config.data.demo_repetitions),
+            sample_rate=config.features.sample_rate,
+            duration_s=config.features.duration_s,
+        )
     else:
         source = Path(data_path).expanduser()
         if not source.exists():
@@ -80,7 +86,7 @@ class Split:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            name: {"actors": list(self.actors[name]), "num_examples": int(len(idx))}
+            name: {"actors": list(self.actors[name]), "num_examples": len(idx)}
             for name, idx in self.indices.items()
         }
 
@@ -98,7 +104,9 @@ def split_by_actor(examples: Sequence[dict], data_cfg: ml_collections.ConfigDict
                 f"{present}"
             )
     if set(val) & set(test):
-        raise ConfigError(f"data.val_actors and data.test_actors share actors {set(val) & set(test)}")
+        raise ConfigError(
+            f"data.val_actors and data.test_actors share actors {set(val) & set(test)}"
+        )
     train = tuple(a for a in present if a not in val and a not in test)
     actors = {"train": train, "validation": val, "test": test}
     actor_of = np.array([int(e["actor"]) for e in examples])
@@ -146,12 +154,13 @@ class Shards:
         files = [str(self.directory / s["file"]) for s in self.metadata["shards"]]
         for f in files:
             if not Path(f).is_file():
-                raise DataError(f"shard listed in {self.directory / 'metadata.json'} is missing: {f}")
+                raise DataError(
+                    f"shard listed in {self.directory / 'metadata.json'} is missing: {f}"
+                )
         tf = _tf()
         num_frames, num_mels = self.num_frames, self.num_mels
-        self._all = (
-            tf.data.TFRecordDataset(files)
-            .map(lambda s: prepare.parse_example(s, num_frames, num_mels))
+        self._all = tf.data.TFRecordDataset(files).map(
+            lambda s: prepare.parse_example(s, num_frames, num_mels)
         )
 
     def _select(self, indices: np.ndarray):
@@ -224,7 +233,9 @@ class Shards:
                 f"train.batch_size={batch_size} is larger than the training split "
                 f"({len(indices)} examples)"
             )
-        epoch_seed = int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:4], "little")
+        epoch_seed = int.from_bytes(
+            hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:4], "little"
+        )
         ds = (
             self._cached(indices)
             .shuffle(min(shuffle_buffer, len(indices)), seed=epoch_seed,

@@ -101,12 +101,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     total_steps = steps_per_epoch * tc.num_epochs
 
     # Model, optimizer, parallel steps, train state.
-    par = parallel.make_parallel(config, num_classes=len(shards.label_names))
-    if config.eval.batch_size % par.num_devices:
-        raise config_lib.ConfigError(
-            f"eval.batch_size={config.eval.batch_size} must divide across {par.num_devices} devices"
-        )
-    model = models.build_model(config.model)
+    par = parallel.make_parallel(tc)
+    par.check_batch_size(config.eval.batch_size, "eval.batch_size")
+    model = models.build_model(config.model, bn_axis_name=parallel.AXIS)
     tx = train_state.make_optimizer(tc, steps_per_epoch)
     state = train_state.create_train_state(
         jax.random.PRNGKey(config.seed), model, (1, shards.num_frames, shards.num_mels), tx
@@ -126,7 +123,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     best_uar, best_epoch = float("-inf"), -1
     latest = ckpts.latest_step()
     if latest is not None:
-        state, saved = ckpts.restore(latest, state)
+        state, saved = ckpts.restore(latest, par.abstract_state(state))
         if saved.get("features_fingerprint") != meta["features_fingerprint"]:
             raise CheckpointError(
                 f"{workdir} was trained on features {saved.get('features_fingerprint')}, "
@@ -165,19 +162,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             epoch_done = epoch + 1
             last = epoch_done == tc.num_epochs
             scalars = {"epoch": epoch_done}
-            if epoch_done % tc.eval_every_epochs == 0 or last:
-                val = evaluate_split(par, state, shards, split.indices["validation"], norm,
-                                     config.eval.batch_size) if len(split.indices["validation"]) else None  # fmt: skip
-                if val is not None:
-                    scalars.update(val_loss=val["loss"], val_accuracy=val["accuracy"],
-                                   val_uar=val["uar"], val_macro_f1=val["macro_f1"])  # fmt: skip
-                    if val["uar"] > best_uar:
-                        best_uar, best_epoch = val["uar"], epoch_done
-                    console.print(
-                        f"epoch {epoch_done}/{tc.num_epochs}  step {step}  "
-                        f"val loss {val['loss']:.3f}  acc {val['accuracy']:.3f}  "
-                        f"UAR {val['uar']:.3f}"
-                    )
+            has_val = len(split.indices["validation"]) > 0
+            if has_val and (epoch_done % tc.eval_every_epochs == 0 or last):
+                val = evaluate_split(
+                    par, state, shards, split.indices["validation"], norm, config.eval.batch_size
+                )
+                scalars.update(
+                    {f"val_{k}": val[k] for k in ("loss", "accuracy", "uar", "macro_f1")}
+                )
+                if val["uar"] > best_uar:
+                    best_uar, best_epoch = val["uar"], epoch_done
+                console.print(
+                    f"epoch {epoch_done}/{tc.num_epochs}  step {step}  val loss {val['loss']:.3f}  "
+                    f"acc {val['accuracy']:.3f}  UAR {val['uar']:.3f}"
+                )
             writer.write_scalars(step, scalars)
             patience = tc.early_stopping_patience
             stopped_early = patience > 0 and best_epoch >= 0 and epoch_done - best_epoch >= patience
@@ -207,7 +205,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "parallel": tc.parallel,
     }
     for name, report in reports.items():
-        summary[name] = {k: report[k] for k in ("accuracy", "uar", "macro_f1", "loss", "num_examples")}
+        summary[name] = {
+            k: report[k] for k in ("accuracy", "uar", "macro_f1", "loss", "num_examples")
+        }
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -233,21 +233,23 @@ def evaluate(
         )
     split = input_pipeline.split_by_actor(shards.examples, config.data)
     norm = input_pipeline.Normalization.from_json(meta["normalization"])
-    par = parallel.make_parallel(config, num_classes=len(meta["label_names"]))
-    model = models.build_model(config.model)
+    par = parallel.make_parallel(config.train)
+    par.check_batch_size(config.eval.batch_size, "eval.batch_size")
+    model = models.build_model(config.model, bn_axis_name=parallel.AXIS)
     tx = train_state.make_optimizer(config.train, meta["steps_per_epoch"])
     abstract = jax.eval_shape(
         lambda: train_state.create_train_state(
             jax.random.PRNGKey(0), model, (1, shards.num_frames, shards.num_mels), tx
         )
     )
-    state, _ = ckpts.restore(step, abstract)
+    state, _ = ckpts.restore(step, par.abstract_state(abstract))
     ckpts.close()
-    state = par.put_state(state)
     reports = {}
     for name in splits:
         if name not in split.indices:
-            raise config_lib.ConfigError(f"unknown split {name!r}; choose from {list(split.indices)}")
+            raise config_lib.ConfigError(
+                f"unknown split {name!r}; choose from {list(split.indices)}"
+            )
         if len(split.indices[name]) == 0:
             continue
         report = evaluate_split(par, state, shards, split.indices[name], norm,

@@ -67,6 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.on_bad_name = "error"  # 'error' | 'skip' (skipped names are reported)
     # Where shards computed from raw audio are cached; empty: <workdir>/prepared.
     config.data.prepared_dir = ""
+    # The demo corpus (used when data.path is empty): its actors and takes per sentence.
+    config.data.demo_actors = tuple(range(15, 25))
+    config.data.demo_repetitions = (1, 2)
     config.data.num_workers = 0  # feature workers for `prepare`; 0: one per CPU core
     config.data.examples_per_shard = 256
     # Actor-disjoint split: explicit actor ids; train actors are all the others.

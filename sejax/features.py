@@ -1,0 +1,205 @@
+"""The log-Mel front end: a fixed-length window of audio -> [T, F] float32 dB, time first.
+
+All parameters come from ``config.features`` (see `sejax.configs.default`). The computation
+is librosa's (`librosa.stft` + a Slaney-style Mel filterbank + ``power_to_db`` with ref 1.0),
+so features equal ``librosa.feature.melspectrogram`` followed by ``librosa.power_to_db``;
+the filterbank is built once per configuration. `fingerprint` names a configuration, so
+shards prepared with one front end are never read as if they came from another.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from sejax.errors import ConfigError
+
+# Bump when the computation changes for the same config (filterbank norm, dB formula...):
+# the fingerprint changes with it and old shards are refused instead of silently reused.
+FEATURES_FORMAT = "sejax-logmel"
+FEATURES_VERSION = 1
+
+CROP_POLICIES = ("start", "center")
+WINDOWS = ("hann", "hamming", "blackman")
+# Every key of config.features and the Python type its value must have.
+KEYS: dict[str, type] = {
+    "sample_rate": int,
+    "duration_s": float,
+    "crop": str,
+    "n_fft": int,
+    "win_length": int,
+    "hop_length": int,
+    "window": str,
+    "center": bool,
+    "n_mels": int,
+    "fmin": float,
+    "fmax": float,
+    "power": float,
+    "amin": float,
+    "top_db": float,
+}
+
+
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    if hasattr(cfg, "to_dict"):  # ml_collections.ConfigDict
+        return dict(cfg.to_dict())
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise ConfigError(f"features config must be a ConfigDict or a mapping, got {type(cfg)}")
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    ok = (
+        (kind is bool and isinstance(value, bool | np.bool_))
+        or (kind is int and isinstance(value, int | np.integer) and not isinstance(value, bool))
+        or (kind is float and isinstance(value, int | float | np.number)
+            and not isinstance(value, bool))
+        or (kind is str and isinstance(value, str))
+    )  # fmt: skip
+    if not ok:
+        raise ConfigError(f"features.{key}={value!r} must be a {kind.__name__}")
+    return kind(value)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"features.{key}={value!r} is not allowed; {allowed}")
+
+
+def canonical_config(cfg: Any) -> dict[str, Any]:
+    """Validates a features config and returns it as a plain dict with canonical types.
+
+    Canonical types (``fmin=0`` becomes ``0.0``) make the fingerprint depend on values only.
+    Raises ConfigError naming the key ``features.<name>`` and what it accepts.
+    """
+    raw = _as_dict(cfg)
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown features config key(s) {['features.' + k for k in unknown]}; "
+            f"known keys: {sorted(KEYS)}"
+        )
+    missing = [k for k in KEYS if k not in raw]
+    if missing:
+        raise ConfigError(f"features config lacks key(s) {['features.' + k for k in missing]}")
+    c = {key: _coerce(key, raw[key], kind) for key, kind in KEYS.items()}
+
+    for key in ("sample_rate", "duration_s", "n_fft", "win_length", "hop_length", "n_mels",
+                "power", "amin"):  # fmt: skip
+        _require(c[key] > 0, key, c[key], "must be > 0")
+    _require(c["crop"] in CROP_POLICIES, "crop", c["crop"], f"choose one of {list(CROP_POLICIES)}")
+    _require(c["window"] in WINDOWS, "window", c["window"], f"choose one of {list(WINDOWS)}")
+    _require(
+        c["win_length"] <= c["n_fft"], "win_length", c["win_length"],
+        f"must be <= features.n_fft={c['n_fft']}",
+    )  # fmt: skip
+    nyquist = c["sample_rate"] / 2
+    _require(
+        0.0 <= c["fmin"] < c["fmax"], "fmin", c["fmin"],
+        f"must satisfy 0 <= features.fmin < features.fmax={c['fmax']}",
+    )  # fmt: skip
+    _require(
+        c["fmax"] <= nyquist, "fmax", c["fmax"],
+        f"must be <= sample_rate/2 = {nyquist} (features.sample_rate={c['sample_rate']})",
+    )  # fmt: skip
+    _require(c["top_db"] >= 0.0, "top_db", c["top_db"], "must be >= 0 (0 disables the clip)")
+    n = round(c["sample_rate"] * c["duration_s"])
+    _require(
+        n >= (1 if c["center"] else c["n_fft"]), "duration_s", c["duration_s"],
+        f"the window must hold at least {1 if c['center'] else c['n_fft']} samples",
+    )  # fmt: skip
+    return c
+
+
+def num_samples(cfg: Any) -> int:
+    """Samples in the fixed analysis window, ``round(sample_rate * duration_s)``."""
+    c = canonical_config(cfg)
+    return round(c["sample_rate"] * c["duration_s"])
+
+
+def num_frames(cfg: Any) -> int:
+    """Frames T of `log_mel` on a fixed-length window: ``1 + N // hop`` when centred."""
+    c = canonical_config(cfg)
+    n = num_samples(c)
+    if c["center"]:
+        return 1 + n // c["hop_length"]
+    return 1 + (n - c["n_fft"]) // c["hop_length"]
+
+
+def fingerprint(cfg: Any) -> str:
+    """sha256 of the canonical JSON of the features config plus the format version tag."""
+    payload = {"format": FEATURES_FORMAT, "version": FEATURES_VERSION,
+               "config": canonical_config(cfg)}  # fmt: skip
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fix_length(wave: np.ndarray, cfg: Any) -> np.ndarray:
+    """Crops or zero-pads a 1-D waveform to exactly ``round(sample_rate * duration_s)``.
+
+    Longer clips: ``crop='start'`` keeps the first N samples (the reference recipe),
+    ``crop='center'`` keeps the middle N (start offset ``(len - N) // 2``). Shorter clips are
+    zero-padded at the end, so speech always starts at frame 0.
+    """
+    c = canonical_config(cfg)
+    n = num_samples(c)
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"fix_length expects a 1-D waveform, got shape {wave.shape}")
+    if len(wave) > n:
+        start = (len(wave) - n) // 2 if c["crop"] == "center" else 0
+        return np.ascontiguousarray(wave[start : start + n])
+    if len(wave) < n:
+        return np.pad(wave, (0, n - len(wave)))
+    return wave
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The [n_mels, 1 + n_fft // 2] Slaney filterbank, built once per configuration."""
+    import librosa
+
+    basis = librosa.filters.mel(
+        sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32
+    )
+    basis.setflags(write=False)
+    return basis
+
+
+def log_mel(wave: np.ndarray, cfg: Any) -> np.ndarray:
+    """Log-Mel spectrogram of a 1-D waveform, ``[T, n_mels]`` float32 (time first).
+
+    ``T = 1 + len(wave) // hop_length`` when ``center`` (librosa's convention). dB is
+    ``10 * log10(max(S, amin))`` (ref 1.0), clipped to ``max - top_db`` when ``top_db > 0``.
+    """
+    import librosa
+
+    c = canonical_config(cfg)
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"log_mel expects a 1-D waveform, got shape {wave.shape}")
+    stft = librosa.stft(
+        wave,
+        n_fft=c["n_fft"],
+        hop_length=c["hop_length"],
+        win_length=c["win_length"],
+        window=c["window"],
+        center=c["center"],
+        pad_mode="constant",
+    )
+    spec = np.abs(stft) ** c["power"]
+    mel = _mel_basis(c["sample_rate"], c["n_fft"], c["n_mels"], c["fmin"], c["fmax"]) @ spec
+    db = 10.0 * np.log10(np.maximum(mel, c["amin"]))
+    if c["top_db"] > 0:
+        db = np.maximum(db, db.max() - c["top_db"])
+    return np.ascontiguousarray(db.T, dtype=np.float32)
+
+
+def extract(wave: np.ndarray, cfg: Any) -> np.ndarray:
+    """The features of one clip: `log_mel` of the `fix_length` window, ``[num_frames, n_mels]``."""
+    return log_mel(fix_length(wave, cfg), cfg)

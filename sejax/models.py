@@ -1,0 +1,201 @@
+"""The CNN+BiLSTM speech-emotion classifier (``shared/reference-model.md``).
+
+Four conv blocks turn a log-Mel spectrogram ``[B, T, F]`` into a shorter sequence of
+frequency-pooled feature vectors, two bidirectional LSTM layers read that sequence, and the
+sequence is pooled over time into one vector per clip for the linear classifier. The defaults
+of ``sejax.configs.default.get_model_config()`` build exactly the reference network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from sejax.errors import ConfigError
+
+TEMPORAL_POOLINGS = ("mean", "max", "attention")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _compute_dtype(name: str) -> Any:
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype={name!r} is not one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def _check_pooling(name: str) -> None:
+    if name not in TEMPORAL_POOLINGS:
+        raise ConfigError(
+            f"model.temporal_pooling={name!r} is not one of {list(TEMPORAL_POOLINGS)}"
+        )
+
+
+class ConvBlock(nn.Module):
+    """3x3 conv (SAME, bias) -> BatchNorm -> ReLU -> max-pool (VALID, floor) -> dropout."""
+
+    features: int
+    kernel: int = 3
+    pool: int = 2
+    dropout: float = 0.1
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    bn_axis_name: str | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        x = nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME", dtype=self.dtype)(x)
+        # axis_name makes the batch statistics those of the global batch under pmap/shard_map.
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            axis_name=self.bn_axis_name,
+            dtype=self.dtype,
+        )(x)
+        x = nn.relu(x)
+        window = (self.pool, self.pool)
+        x = nn.max_pool(x, window, strides=window, padding="VALID")
+        return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+class BiLstm(nn.Module):
+    """One bidirectional LSTM layer returning the full sequence, directions concatenated."""
+
+    units: int
+    unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        # Two distinct RNN objects: a shared one would tie the two directions' weights.
+        def rnn(direction: str) -> nn.RNN:
+            cell = nn.OptimizedLSTMCell(self.units, dtype=self.dtype, name=direction)
+            return nn.RNN(cell, unroll=self.unroll)
+
+        return nn.Bidirectional(rnn("forward"), rnn("backward"))(x)
+
+
+class AttentionPooling(nn.Module):
+    """Softmax attention over time: a learned score per frame, then the weighted mean."""
+
+    hidden: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        h = nn.tanh(nn.Dense(self.hidden, dtype=self.dtype)(x))
+        scores = nn.Dense(1, dtype=self.dtype)(h)[..., 0].astype(jnp.float32)
+        weights = nn.softmax(scores, axis=-1)
+        return jnp.einsum("bt,btd->bd", weights, x.astype(jnp.float32))
+
+
+class CnnBiLstm(nn.Module):
+    """Log-Mel ``[B, T, F]`` (or ``[B, T, F, 1]``) -> emotion logits ``[B, num_classes]``.
+
+    Fields mirror ``config.model``. ``bn_axis_name`` names the mapped axis over which
+    BatchNorm averages its batch statistics (the data-parallel axis), so the network sees
+    the statistics of the global batch whatever the device count. ``dtype`` is the compute
+    dtype; parameters, BatchNorm statistics and logits stay float32.
+    """
+
+    num_classes: int = 8
+    conv_channels: Sequence[int] = (32, 64, 128, 128)
+    conv_kernel: int = 3
+    pool: int = 2
+    conv_dropout: float = 0.1
+    lstm_layers: int = 2
+    lstm_units: int = 128
+    temporal_pooling: str = "mean"
+    head_dropout: float = 0.3
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    scan_unroll: int = 1
+    dtype: str = "float32"
+    bn_axis_name: str | None = None
+
+    def _check_input(self, x: jnp.ndarray) -> jnp.ndarray:
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] != 1:
+            raise ValueError(f"expected features [B, T, F] or [B, T, F, 1], got {x.shape}")
+        frames, bands = x.shape[1], x.shape[2]
+        blocks = len(self.conv_channels)
+        if frames // self.pool**blocks < 1 or bands // self.pool**blocks < 1:
+            raise ConfigError(
+                f"input of {frames} frames x {bands} Mel bands is too small for {blocks} conv "
+                f"blocks with {self.pool}x{self.pool} pooling (each axis needs at least "
+                f"{self.pool**blocks}): raise features.duration_s (or features.n_mels) or use "
+                "fewer model.conv_channels"
+            )
+        return x
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        _check_pooling(self.temporal_pooling)
+        dtype = _compute_dtype(self.dtype)
+        x = self._check_input(x).astype(dtype)
+
+        for i, channels in enumerate(self.conv_channels):
+            x = ConvBlock(
+                channels,
+                kernel=self.conv_kernel,
+                pool=self.pool,
+                dropout=self.conv_dropout,
+                bn_momentum=self.bn_momentum,
+                bn_epsilon=self.bn_epsilon,
+                bn_axis_name=self.bn_axis_name,
+                dtype=dtype,
+                name=f"conv_{i}",
+            )(x, train=train)
+
+        # Time stays the sequence axis; each step sees all pooled bands of all channels.
+        batch, frames, bands, channels = x.shape
+        x = x.reshape(batch, frames, bands * channels)
+
+        for i in range(self.lstm_layers):
+            x = BiLstm(self.lstm_units, unroll=self.scan_unroll, dtype=dtype, name=f"bilstm_{i}")(x)
+
+        if self.temporal_pooling == "mean":
+            x = jnp.mean(x.astype(jnp.float32), axis=1)
+        elif self.temporal_pooling == "max":
+            x = jnp.max(x, axis=1)
+        else:
+            x = AttentionPooling(self.lstm_units, dtype=dtype, name="attention")(x)
+
+        x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
+        x = nn.Dense(self.num_classes, dtype=dtype, name="head")(x)
+        return x.astype(jnp.float32)
+
+
+def build_model(
+    model_cfg: ml_collections.ConfigDict, *, bn_axis_name: str | None = None
+) -> CnnBiLstm:
+    """A ``CnnBiLstm`` from ``config.model``; unknown keys and bad values raise ConfigError."""
+    known = {
+        f.name for f in CnnBiLstm.__dataclass_fields__.values() if f.name not in ("parent", "name")
+    } - {"bn_axis_name"}
+    cfg = dict(model_cfg)
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+    _check_pooling(cfg.get("temporal_pooling", "mean"))
+    _compute_dtype(cfg.get("dtype", "float32"))
+    ints = ("num_classes", "conv_kernel", "pool", "lstm_layers", "lstm_units", "scan_unroll")
+    for key in ints:
+        low = 0 if key == "lstm_layers" else 1
+        if key in cfg and (not isinstance(cfg[key], int) or cfg[key] < low):
+            raise ConfigError(f"model.{key}={cfg[key]!r} must be an integer >= {low}")
+    if "conv_channels" in cfg:
+        channels = tuple(cfg["conv_channels"])
+        if not all(isinstance(c, int) and c > 0 for c in channels):
+            raise ConfigError(f"model.conv_channels={channels!r} must be positive integers")
+        cfg["conv_channels"] = channels
+    for key in ("conv_dropout", "head_dropout"):
+        if key in cfg and not 0.0 <= cfg[key] < 1.0:
+            raise ConfigError(f"model.{key}={cfg[key]!r} must be in [0, 1)")
+    return CnnBiLstm(**cfg, bn_axis_name=bn_axis_name)

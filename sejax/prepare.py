@@ -1,0 +1,637 @@
+"""Raw audio -> log-Mel TFRecord shards + metadata.json, once per corpus and features config.
+
+Feature extraction is the slow, embarrassingly parallel part, so worker processes compute it
+from the source paths (chunks of files per task; 'forkserver' or 'spawn' context, never a
+fork of the parent, which may already hold TensorFlow or JAX threads; workers import
+neither). The parent alone writes the shards, in metadata order, so the output is
+byte-identical whatever the number of workers.
+
+Layout of ``out_dir``::
+
+    shard-00000-of-00006.tfrecord ...   tf.train.Example per clip (see `parse_example`)
+    metadata.json                       format, features config and fingerprint, shard list,
+                                        label/actor counts, skipped files, one row per example
+
+Everything is written into a temporary folder beside ``out_dir`` and renamed into place at
+the end, so a failure (a corrupt file, Ctrl-C) never leaves a half-written ``out_dir``. An
+existing ``out_dir`` is reused when it holds the same features fingerprint and the same source
+files (names and content); anything else is refused with a `DataError` unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import types
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sejax import audio, features
+from sejax.errors import ConfigError, DataError
+
+FORMAT = "sejax-shards"
+VERSION = 1
+METADATA_FILE = "metadata.json"
+CORPORA = ("ravdess",)
+CHUNK_SIZE = 16  # files per worker task: large enough that IPC is cheap, small for balance
+# Modules the worker fork server imports once (librosa's STFT pulls in scipy.signal and numba).
+_WORKER_PRELOAD = (
+    "sejax.prepare", "soundfile", "librosa.core.spectrum", "librosa.filters", "threadpoolctl",
+)  # fmt: skip
+_SHARD_RE = re.compile(r"^shard-\d{5}-of-\d{5}\.tfrecord$")
+_REQUIRED_KEYS = (
+    "format", "version", "features_config", "fingerprint", "num_frames", "num_mels",
+    "label_names", "corpus", "source", "shards", "num_examples", "counts", "skipped",
+    "examples",
+)  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+
+def _tf():
+    """TensorFlow, imported on first use and kept off the accelerators (JAX owns them)."""
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):  # already initialised: devices are fixed
+        tf.config.set_visible_devices([], "GPU")
+    return tf
+
+
+# ------------------------------------------------------------------------------------------
+# Reading shards.
+
+
+def shard_name(index: int, num_shards: int) -> str:
+    return f"shard-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def parse_example(serialized, num_frames: int, num_mels: int) -> dict:
+    """Decodes one serialized shard record; usable in ``tf.data.Dataset.map``.
+
+    Returns ``{'features': float32 [num_frames, num_mels], 'label', 'actor', 'index': int32}``.
+    """
+    tf = _tf()
+    spec = {
+        "features": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "actor": tf.io.FixedLenFeature([], tf.int64),
+        "index": tf.io.FixedLenFeature([], tf.int64),
+    }
+    ex = tf.io.parse_single_example(serialized, spec)
+    feats = tf.io.decode_raw(ex["features"], tf.float32, little_endian=True)
+    return {
+        "features": tf.reshape(feats, [num_frames, num_mels]),
+        "label": tf.cast(ex["label"], tf.int32),
+        "actor": tf.cast(ex["actor"], tf.int32),
+        "index": tf.cast(ex["index"], tf.int32),
+    }
+
+
+def load_metadata(out_dir: str | os.PathLike[str]) -> dict:
+    """Reads and checks ``out_dir/metadata.json`` (format, version, shard files present)."""
+    out_dir = Path(out_dir)
+    path = out_dir / METADATA_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{out_dir}: no {METADATA_FILE}, so not a folder of prepared shards "
+            "(prepare raw audio with `sejax prepare`)"
+        )
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable or not JSON ({e})") from e
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise DataError(f'{path}: not sejax shard metadata (expected "format": "{FORMAT}")')
+    if metadata.get("version") != VERSION:
+        raise DataError(
+            f"{path}: shard format version {metadata.get('version')!r}; this sejax reads "
+            f"version {VERSION}. Prepare the corpus again."
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in metadata]
+    if missing:
+        raise DataError(f"{path}: incomplete metadata, missing {missing}")
+    total = sum(int(s["num_examples"]) for s in metadata["shards"])
+    if not total == metadata["num_examples"] == len(metadata["examples"]):
+        raise DataError(
+            f"{path}: inconsistent metadata: num_examples={metadata['num_examples']}, "
+            f"{len(metadata['examples'])} example rows, {total} examples in the shard list"
+        )
+    for shard in metadata["shards"]:
+        file = out_dir / shard["file"]
+        if not file.is_file():
+            raise DataError(f"shard listed in {path} is missing: {file}")
+        if "bytes" in shard and file.stat().st_size != shard["bytes"]:
+            raise DataError(
+                f"shard {file} has {file.stat().st_size} bytes, {path} says {shard['bytes']}: "
+                "truncated or modified; prepare again"
+            )
+    return metadata
+
+
+def _config_differences(stored: dict, wanted: dict) -> list[str]:
+    keys = sorted(set(stored) | set(wanted))
+    return [
+        f"features.{k}: {stored.get(k, '<absent>')!r} in the shards, "
+        f"{wanted.get(k, '<absent>')!r} in the config"
+        for k in keys
+        if stored.get(k) != wanted.get(k)
+    ]
+
+
+def check_compatible(metadata: dict, features_cfg: Any, *, where: str | None = None) -> None:
+    """Raises DataError unless the shards were computed with exactly ``features_cfg``.
+
+    The message shows both fingerprints and every differing key, so mixing features from two
+    front ends is impossible and the fix (prepare again) is obvious.
+    """
+    wanted_fp = features.fingerprint(features_cfg)
+    stored_fp = metadata.get("fingerprint")
+    if stored_fp == wanted_fp:
+        return
+    wanted = features.canonical_config(features_cfg)
+    diffs = _config_differences(dict(metadata.get("features_config") or {}), wanted)
+    if not diffs:
+        diffs = [
+            f"no key differs: the shards use feature format version "
+            f"{metadata.get('features_version')!r}, this sejax computes version "
+            f"{features.FEATURES_VERSION}"
+        ]
+    place = f" in {where}" if where else ""
+    raise DataError(
+        f"prepared shards{place} were computed with a different features config "
+        f"(shards fingerprint {stored_fp}, config fingerprint {wanted_fp}). Differing keys:\n  "
+        + "\n  ".join(diffs)
+        + "\nPrepare the corpus again into another folder, or pass overwrite=True to replace "
+        "these shards."
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Feature workers (run in child processes: no TensorFlow, no JAX).
+
+
+def _init_worker() -> None:
+    """Keeps workers off accelerators even if something imports JAX or TF after all."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def compute_one(source: str, features_cfg: Any) -> tuple[np.ndarray, int, str]:
+    """Features, waveform length at the target rate before crop/pad, sha256 of the file."""
+    cfg = features.canonical_config(features_cfg)
+    data = audio.read_source(source)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        wave = audio.decode_audio(data, cfg["sample_rate"], name=source)
+        feats = features.extract(wave, cfg)
+    except DataError:
+        raise
+    except Exception as e:  # a decoder or librosa failure: name the file, keep the cause
+        raise DataError(f"{source}: feature extraction failed ({type(e).__name__}: {e})") from e
+    return feats, len(wave), digest
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager:
+    """One BLAS thread for the Mel projection: parallelism comes from the worker processes.
+
+    Multi-threaded OpenBLAS on a tiny [64, 257] x [257, 301] product only spins against the
+    other workers; on a loaded 2-core machine that made extraction ~10x slower.
+    """
+    try:
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _compute_chunk(sources: Sequence[str], cfg: dict) -> list[tuple[bytes, int, str]]:
+    """One worker task: little-endian float32 feature bytes, num samples, sha256 per file."""
+    out = []
+    with _single_threaded_blas():
+        for source in sources:
+            feats, n, digest = compute_one(source, cfg)
+            out.append((feats.astype("<f4").tobytes(), n, digest))
+    return out
+
+
+def _resolve_workers(num_workers: int, num_chunks: int) -> int:
+    if num_workers <= 0:
+        try:
+            num_workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            num_workers = os.cpu_count() or 1
+    return max(1, min(num_workers, num_chunks))
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Hides ``__main__`` while worker processes start.
+
+    A spawned (or fork-server) child re-runs the parent's main script (as ``__mp_main__``)
+    unless the main module has no file: that would import whatever the script imports
+    (TensorFlow, JAX) and break scripts without an ``if __name__ == "__main__"`` guard. The
+    workers only run functions of this module, so they need nothing from ``__main__``.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """'forkserver' where available, else 'spawn': never fork the parent itself.
+
+    The fork server is a clean process started once (it imports only sejax's feature code and
+    librosa); each pool forks its workers from it, so later pools start without re-importing.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(_WORKER_PRELOAD))  # only used when the server starts
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _make_executor(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=_mp_context(), initializer=_init_worker
+    )
+
+
+def _submit(executor: concurrent.futures.Executor, fn: Callable, *args: Any):
+    """``executor.submit``; the pool starts its processes here, so hide ``__main__``."""
+    with _main_module_hidden():
+        return executor.submit(fn, *args)
+
+
+def _chunk_results(
+    chunks: Sequence[Sequence[str]], cfg: dict, workers: int
+) -> Iterator[list[tuple[bytes, int, str]]]:
+    """Results of every chunk, in chunk order, from ``workers`` processes (1: in-process)."""
+    if workers == 1:
+        for chunk in chunks:
+            yield _compute_chunk(chunk, cfg)
+        return
+    executor = _make_executor(workers)
+    try:
+        pending: collections.deque = collections.deque()
+        todo = iter(chunks)
+        window = 4 * workers  # bounds memory held by finished-but-not-yet-written chunks
+        for chunk in todo:
+            pending.append(_submit(executor, _compute_chunk, chunk, cfg))
+            if len(pending) >= window:
+                break
+        first = 0  # index of the chunk the oldest pending future computes
+        while pending:
+            try:
+                result = pending.popleft().result()
+            except concurrent.futures.BrokenExecutor as e:  # a worker was killed or crashed
+                chunk = chunks[first]
+                raise DataError(
+                    f"a feature worker process died while reading {chunk[0]} .. {chunk[-1]} "
+                    f"(or a file near them): {e}. Run with num_workers=1 to find the file."
+                ) from e
+            first += 1
+            next_chunk = next(todo, None)
+            if next_chunk is not None:
+                pending.append(_submit(executor, _compute_chunk, next_chunk, cfg))
+            yield result
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Writing shards.
+
+
+def _hash_file(source: str) -> str:
+    return hashlib.sha256(audio.read_source(source)).hexdigest()
+
+
+def _example_proto(tf, feats: bytes, row: dict) -> bytes:
+    def ints(v: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    def raw(v: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "features": raw(feats),
+                "label": ints(row["label"]),
+                "actor": ints(row["actor"]),
+                "intensity": ints(row["intensity"]),
+                "statement": ints(row["statement"]),
+                "repetition": ints(row["repetition"]),
+                "index": ints(row["index"]),
+                "sha256": raw(row["sha256"].encode("ascii")),
+            }
+        )
+    )
+    return example.SerializeToString(deterministic=True)
+
+
+def _example_row(u: Any, index: int, shard: str, *, sha256: str, num_samples: int) -> dict:
+    """One ``metadata.json`` example; ``num_samples`` is the clip length before crop/pad."""
+    return {
+        "index": index,
+        "source": u.source,
+        "actor": u.actor,
+        "gender": u.gender,
+        "label": u.label,
+        "emotion": u.emotion,
+        "intensity": u.intensity,
+        "statement": u.statement,
+        "repetition": u.repetition,
+        "sha256": sha256,
+        "num_samples_original": num_samples,
+        "shard": shard,
+    }
+
+
+def _counts(rows: Sequence[dict], label_names: Sequence[str]) -> dict:
+    by_label = collections.Counter(r["emotion"] for r in rows)
+    by_actor = collections.Counter(int(r["actor"]) for r in rows)
+    return {
+        "by_label": {name: by_label.get(name, 0) for name in label_names},
+        "by_actor": {str(a): by_actor[a] for a in sorted(by_actor)},
+    }
+
+
+def _write_shards(
+    tmp: Path,
+    utterances: Sequence[Any],
+    cfg: dict,
+    *,
+    workers: int,
+    examples_per_shard: int,
+    advance: Callable[[int], None],
+) -> tuple[list[dict], list[dict]]:
+    """Computes every clip's features and writes the shards; returns (shards, example rows)."""
+    tf = _tf()
+    num_shards = math.ceil(len(utterances) / examples_per_shard)
+    chunks = [
+        [u.source for u in utterances[i : i + CHUNK_SIZE]]
+        for i in range(0, len(utterances), CHUNK_SIZE)
+    ]
+    rows: list[dict] = []
+    shards: list[dict] = []
+    writer = None
+    try:
+        # closing(): an error here also stops the worker processes.
+        with contextlib.closing(_chunk_results(chunks, cfg, workers)) as chunk_results:
+            for results in chunk_results:
+                for feats, n_samples, digest in results:
+                    index = len(rows)
+                    if index % examples_per_shard == 0:  # start the next shard
+                        if writer is not None:
+                            writer.close()
+                        shards.append({"file": shard_name(len(shards), num_shards),
+                                       "num_examples": 0})  # fmt: skip
+                        writer = tf.io.TFRecordWriter(str(tmp / shards[-1]["file"]))
+                    row = _example_row(utterances[index], index, shards[-1]["file"],
+                                       sha256=digest, num_samples=n_samples)  # fmt: skip
+                    writer.write(_example_proto(tf, feats, row))
+                    shards[-1]["num_examples"] += 1
+                    rows.append(row)
+                advance(len(results))
+    finally:
+        if writer is not None:
+            writer.close()
+    for shard in shards:
+        shard["bytes"] = (tmp / shard["file"]).stat().st_size
+    return shards, rows
+
+
+# ------------------------------------------------------------------------------------------
+# The out_dir life cycle: reuse, refuse, or replace atomically.
+
+
+def _is_replaceable(directory: Path) -> bool:
+    """Only folders holding nothing but our own files may be replaced (never user data)."""
+    return all(p.name == METADATA_FILE or _SHARD_RE.match(p.name) for p in directory.iterdir())
+
+
+def _existing_metadata(out_dir: Path, overwrite: bool) -> dict | None:
+    """The metadata of shards already in ``out_dir``; None when there is nothing to keep.
+
+    With ``overwrite`` an existing folder is replaced, but only when it holds nothing except
+    shards and metadata.json: never delete what sejax did not write.
+    """
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise DataError(f"{out_dir}: exists and is not a folder; choose another output folder")
+    if not any(out_dir.iterdir()):
+        return None
+    if overwrite:
+        if not _is_replaceable(out_dir):
+            raise DataError(
+                f"{out_dir} holds files other than shards and {METADATA_FILE}; refusing to "
+                "replace it even with overwrite=True. Choose another output folder."
+            )
+        return None
+    try:
+        return load_metadata(out_dir)
+    except DataError as e:
+        hint = " or pass overwrite=True" if _is_replaceable(out_dir) else ""
+        raise DataError(
+            f"{out_dir} exists but does not hold usable prepared shards ({e}). Refusing to "
+            f"write into it; choose another folder{hint}."
+        ) from e
+
+
+def _source_differences(metadata: dict, utterances: Sequence[Any]) -> list[str]:
+    """Why the shards do not come from exactly these files (names, then content)."""
+    stored = [e["source"] for e in metadata["examples"]]
+    wanted = [u.source for u in utterances]
+    if stored != wanted:
+        added = sorted(set(wanted) - set(stored))
+        removed = sorted(set(stored) - set(wanted))
+        lines = [f"{len(added)} new file(s), {len(removed)} file(s) no longer present"]
+        lines += [f"new: {s}" for s in added[:5]] + [f"gone: {s}" for s in removed[:5]]
+        return lines
+    changed = [e["source"] for e in metadata["examples"] if _hash_file(e["source"]) != e["sha256"]]
+    if changed:
+        return [f"{len(changed)} file(s) changed content since"] + [
+            f"changed: {s}" for s in changed[:5]
+        ]
+    return []
+
+
+def _commit(tmp: Path, out_dir: Path) -> None:
+    """Moves the finished temporary folder to ``out_dir``, replacing our old shards if any."""
+    os.chmod(tmp, 0o755)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out_dir, old)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            os.rename(old, out_dir)  # put the previous shards back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        os.rename(tmp, out_dir)  # atomic; replaces an empty folder
+    except OSError as e:
+        raise DataError(
+            f"{out_dir} appeared while preparing (another process?); run again to reuse it"
+        ) from e
+
+
+def _summary(metadata: dict, out_dir: Path, *, reused: bool, workers: int, t0: float) -> dict:
+    return {
+        "out_dir": str(out_dir),
+        "reused": reused,
+        "num_examples": metadata["num_examples"],
+        "num_shards": len(metadata["shards"]),
+        "num_frames": metadata["num_frames"],
+        "num_mels": metadata["num_mels"],
+        "fingerprint": metadata["fingerprint"],
+        "counts": metadata["counts"],
+        "skipped": metadata["skipped"],
+        "num_workers": workers,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr when enabled and stderr is a terminal; else a no-op."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]log-Mel features"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("features", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def prepare(
+    data_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    features_cfg: Any,
+    *,
+    corpus: str = "ravdess",
+    on_bad_name: str = "error",
+    num_workers: int = 0,
+    examples_per_shard: int = 256,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Computes log-Mel features of every utterance under ``data_path`` into ``out_dir``.
+
+    ``data_path``: a folder or zip of RAVDESS-named audio (see `sejax.corpus.discover`).
+    ``num_workers``: feature processes; 0 means one per available CPU core, 1 runs in this
+    process. Returns a summary dict (``reused`` says whether existing shards were kept).
+    Existing shards in ``out_dir`` are reused when they have the same features fingerprint and
+    the same source files (paths and sha256 of their bytes); otherwise DataError, unless
+    ``overwrite=True``, which always recomputes and replaces them. A bad file raises DataError
+    naming it and leaves ``out_dir`` as it was.
+    """
+    from sejax import corpus as corpus_lib
+
+    t0 = time.perf_counter()
+    cfg = features.canonical_config(features_cfg)
+    fingerprint = features.fingerprint(cfg)
+    if corpus not in CORPORA:
+        raise ConfigError(f"data.corpus={corpus!r} is not supported; choose one of {list(CORPORA)}")
+    if isinstance(examples_per_shard, bool) or not (
+        isinstance(examples_per_shard, int) and examples_per_shard > 0
+    ):
+        raise ConfigError(f"data.examples_per_shard={examples_per_shard!r} must be an int > 0")
+    if isinstance(num_workers, bool) or not (isinstance(num_workers, int) and num_workers >= 0):
+        raise ConfigError(f"data.num_workers={num_workers!r} must be an int >= 0 (0: all cores)")
+
+    data_path = Path(data_path).expanduser().resolve()
+    utterances, skipped = corpus_lib.discover(data_path, on_bad_name=on_bad_name)
+    out_dir = Path(out_dir).expanduser().absolute()
+
+    existing = _existing_metadata(out_dir, overwrite)
+    if existing is not None:
+        check_compatible(existing, cfg, where=str(out_dir))
+        diffs = _source_differences(existing, utterances)
+        if diffs:
+            raise DataError(
+                f"{out_dir} holds shards prepared from other audio than {data_path}:\n  "
+                + "\n  ".join(diffs)
+                + "\nChoose another output folder, or pass overwrite=True to replace them."
+            )
+        log.info("Reusing prepared shards in %s (fingerprint %s)", out_dir, fingerprint[:12])
+        return _summary(existing, out_dir, reused=True, workers=0, t0=t0)
+
+    num_chunks = math.ceil(len(utterances) / CHUNK_SIZE)
+    workers = _resolve_workers(num_workers, num_chunks)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        with _progress_bar(len(utterances), progress) as advance:
+            shards, rows = _write_shards(
+                tmp, utterances, cfg, workers=workers,
+                examples_per_shard=examples_per_shard, advance=advance,
+            )  # fmt: skip
+        label_names = list(corpus_lib.EMOTIONS)
+        metadata = {
+            "format": FORMAT,
+            "version": VERSION,
+            "features_config": cfg,
+            "features_version": features.FEATURES_VERSION,
+            "fingerprint": fingerprint,
+            "num_frames": features.num_frames(cfg),
+            "num_mels": cfg["n_mels"],
+            "label_names": label_names,
+            "corpus": corpus,
+            "source": str(data_path),
+            "shards": shards,
+            "num_examples": len(rows),
+            "counts": _counts(rows, label_names),
+            "skipped": [[name, reason] for name, reason in skipped],
+            "examples": rows,
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+        _commit(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary = _summary(metadata, out_dir, reused=False, workers=workers, t0=t0)
+    log.info(
+        "Prepared %d examples in %d shards in %s (%d workers, %.1f s)",
+        summary["num_examples"], summary["num_shards"], out_dir, workers, summary["seconds"],
+    )  # fmt: skip
+    return summary

@@ -1,0 +1,112 @@
+"""The tf.data pipeline: actor-disjoint splits, train-only statistics, exact-once evaluation."""
+
+import numpy as np
+import pytest
+
+from sejax import demo, input_pipeline, prepare
+from sejax.configs import default
+from sejax.errors import ConfigError
+
+ACTORS = (1, 2, 3, 4, 5, 6)
+
+
+@pytest.fixture(scope="module")
+def shards_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    features = default.get_features_config()
+    features.duration_s, features.n_mels, features.fmax = 0.5, 16, 8000.0
+    corpus = demo.generate_demo_corpus(
+        root / "audio", actors=ACTORS, repetitions=(1,), duration_s=0.5
+    )
+    prepare.prepare(corpus, root / "shards", features, num_workers=1, examples_per_shard=20,
+                    progress=False)  # fmt: skip
+    return root / "shards"
+
+
+def _data_cfg(val=(5,), test=(6,)):
+    c = default.get_config().data
+    c.val_actors, c.test_actors = val, test
+    return c
+
+
+def test_split_is_actor_disjoint_and_complete(shards_dir):
+    shards = input_pipeline.Shards(shards_dir)
+    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    assert split.actors == {"train": (1, 2, 3, 4), "validation": (5,), "test": (6,)}
+    seen = np.concatenate(list(split.indices.values()))
+    assert sorted(seen.tolist()) == list(range(len(shards.examples)))  # complete, no overlap
+    for name, idx in split.indices.items():
+        assert {shards.examples[i]["actor"] for i in idx} == set(split.actors[name])
+
+
+def test_split_errors_name_the_key(shards_dir):
+    examples = input_pipeline.Shards(shards_dir).examples
+    with pytest.raises(ConfigError, match=r"data\.test_actors names actors \[9\]"):
+        input_pipeline.split_by_actor(examples, _data_cfg(test=(9,)))
+    with pytest.raises(ConfigError, match="the train split is empty"):
+        input_pipeline.split_by_actor(examples, _data_cfg(val=(1, 2, 3), test=(4, 5, 6)))
+
+
+def _all_features(shards, indices):
+    rows = {}
+    for b in shards._select(indices).batch(64).as_numpy_iterator():
+        rows.update(zip(b["index"].tolist(), b["features"], strict=True))
+    return rows
+
+
+def test_normalisation_uses_training_actors_only(shards_dir):
+    shards = input_pipeline.Shards(shards_dir)
+    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    norm = shards.normalization(split.indices["train"], "per_band")
+    train = np.stack(list(_all_features(shards, split.indices["train"]).values()))
+    np.testing.assert_allclose(norm.mean, train.mean(axis=(0, 1)), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(norm.std, train.std(axis=(0, 1)), rtol=1e-4, atol=1e-4)
+    everything = np.stack(list(_all_features(shards, np.arange(len(shards.examples))).values()))
+    assert not np.allclose(norm.mean, everything.mean(axis=(0, 1)), atol=1e-3)
+    batch = next(shards.eval_batches(split.indices["train"], norm, batch_size=8))
+    raw = _all_features(shards, split.indices["train"])
+    first = raw[int(batch["index"][0])]
+    np.testing.assert_allclose(batch["features"][0], (first - norm.mean) / norm.std, atol=1e-5)
+
+
+def test_evaluation_sees_every_example_exactly_once(shards_dir):
+    shards = input_pipeline.Shards(shards_dir)
+    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    norm = shards.normalization(split.indices["train"], "none")
+    idx = split.indices["test"]
+    batches = list(shards.eval_batches(idx, norm, batch_size=7))
+    assert all(len(b["label"]) == 7 for b in batches)  # padded to full batches
+    real = np.concatenate([b["index"][b["mask"] > 0] for b in batches])
+    assert sorted(real.tolist()) == sorted(idx.tolist())
+    assert int(sum(b["mask"].sum() for b in batches)) == len(idx)
+    assert (batches[-1]["index"][batches[-1]["mask"] == 0] == -1).all()
+    labels = np.concatenate([b["label"][b["mask"] > 0] for b in batches])
+    assert labels.tolist() == [shards.examples[i]["label"] for i in real]
+
+
+def test_train_order_depends_on_seed_and_epoch_and_resumes(shards_dir):
+    shards = input_pipeline.Shards(shards_dir)
+    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    norm = shards.normalization(split.indices["train"], "none")
+    kw = dict(batch_size=4, shuffle_buffer=1000)
+
+    def order(seed, epoch, skip=0):
+        batches = shards.train_batches(
+            split.indices["train"], norm, seed=seed, epoch=epoch, skip_batches=skip, **kw
+        )
+        return [b["index"].tolist() for b in batches]
+
+    a = order(0, 0)
+    assert a == order(0, 0)
+    assert a != order(0, 1) and a != order(1, 0)
+    assert len(a) == len(split.indices["train"]) // 4  # full batches only
+    assert order(0, 0, skip=3) == a[3:]
+    flat = [i for batch in a for i in batch]
+    assert len(set(flat)) == len(flat) and set(flat) <= set(split.indices["train"].tolist())
+
+
+def test_prepared_shards_with_other_features_are_refused(shards_dir, tmp_path):
+    config = default.get_config()
+    config.data.path = str(shards_dir)  # prepared with n_mels=16, duration 0.5
+    with pytest.raises(Exception, match="fingerprint"):
+        input_pipeline.resolve_shards(config, tmp_path)

@@ -1,0 +1,107 @@
+"""End to end: the CLI trains on the demo corpus, beats chance, writes reports, resumes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_args
+
+CHANCE = 1 / 8
+
+
+def _sejax(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sejax", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    result = _sejax("train", "--workdir", str(root / "run"), *tiny_args(), cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def test_demo_run_beats_chance_and_writes_reports(trained):
+    root, result = trained
+    summary = _last_json(result.stdout)
+    assert summary["command"] == "train" and summary["workdir"] == str(root / "run")
+    assert summary["test"]["num_examples"] == 2 * 30  # actors 23-24, one take each
+    assert summary["test"]["accuracy"] > 2.5 * CHANCE, summary
+    assert "how to train on real RAVDESS" in result.stdout or "real RAVDESS" in result.stdout
+    report = json.loads((root / "run" / "eval" / "test.json").read_text())
+    for key in ("accuracy", "uar", "macro_f1", "loss", "num_examples", "per_class",
+                "confusion_matrix", "label_names"):  # fmt: skip
+        assert key in report
+    assert np.array(report["confusion_matrix"]).sum() == report["num_examples"]
+    assert report["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    assert (root / "run" / "eval" / "test_confusion.png").stat().st_size > 1000
+    lines = [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("train_loss" in x for x in lines) and any("val_uar" in x for x in lines)
+    assert list((root / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    split = json.loads((root / "run" / "split.json").read_text())
+    assert split["test"]["actors"] == [23, 24] and split["train"]["actors"] == [17, 18, 19, 20]
+
+
+def test_evaluate_command_reproduces_the_report(trained):
+    root, result = trained
+    out = _sejax("evaluate", "--workdir", str(root / "run"), "--split", "test", cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = _last_json(out.stdout)
+    assert summary["command"] == "evaluate" and summary["split"] == "test"
+    assert summary["accuracy"] == pytest.approx(_last_json(result.stdout)["test"]["accuracy"])
+    assert summary["num_examples"] == 60
+
+
+def test_resume_continues_where_it_stopped(trained, tmp_path):
+    """Two epochs, then the same workdir asked for three: it trains only the third, and its
+    losses match those of the uninterrupted run (constant learning rate, same seed)."""
+    root, _ = trained
+    shared = f"--config.data.path={root / 'run' / 'prepared'}"  # reuse its shards
+    first = _sejax("train", "--workdir", str(tmp_path / "a"), *tiny_args(train__num_epochs="2"),
+                   shared, cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    steps_2 = _last_json(first.stdout)["steps"]
+    resumed = _sejax("train", "--workdir", str(tmp_path / "a"), *tiny_args(train__num_epochs="3"),
+                     shared, cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from step {steps_2}" in resumed.stderr
+    steps_3 = _last_json(resumed.stdout)["steps"]
+    assert steps_3 == steps_2 // 2 * 3
+
+    def losses(workdir):
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+        return {(r["step"], k): v for r in map(json.loads, lines) for k, v in r.items()
+                if k in ("train_loss", "val_loss") and r["step"] <= steps_3}  # fmt: skip
+
+    resumed_losses, straight = losses(tmp_path / "a"), losses(root / "run")
+    val_keys = {k for k in straight if k[1] == "val_loss"}
+    assert len(val_keys) == 3 and val_keys <= resumed_losses.keys()
+    common = resumed_losses.keys() & straight.keys()
+    assert len(common) >= 6
+    for key in common:
+        assert resumed_losses[key] == pytest.approx(straight[key], rel=1e-4, abs=1e-5), key
+
+
+def test_bad_config_key_and_bad_data_path_fail_clearly(tmp_path):
+    out = _sejax("train", "--workdir", str(tmp_path / "w"), "--config.train.batchsize=3",
+                 cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2
+    assert "unknown config key 'train.batchsize'" in out.stderr and "Traceback" not in out.stderr
+    out = _sejax("train", "--workdir", str(tmp_path / "w"), "--config.data.path=/no/such/dir",
+                 cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "/no/such/dir" in out.stderr
+    out = _sejax("evaluate", "--workdir", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert out.returncode == 2 and "no checkpoints" in out.stderr
