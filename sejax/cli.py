@@ -1,4 +1,5 @@
-"""The ``sejax`` command: prepare, train, evaluate, download.
+"""The ``sejax`` command: prepare, train, evaluate, download; predict, export, report
+(those three live in `sejax.cli_inference`).
 
 Each command shows progress on standard error and ends its standard output with one JSON line
 that summarises the result, so scripts can read the last line. Problems the user can fix
@@ -12,11 +13,12 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sejax.errors import SejaxError
+from sejax.errors import ConfigError, SejaxError
 
 REAL_DATA_HINT = (
     "To train on real RAVDESS: sejax train --workdir runs/ravdess "
@@ -41,25 +43,26 @@ def _emit(summary: dict[str, Any]) -> None:
 def cmd_prepare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     from sejax import prepare
 
+    if args.corpus:
+        overrides = [*overrides, f"--config.data.corpus={args.corpus}"]
     config = _config(args, overrides)
     summary = prepare.prepare(
-        args.data,
-        args.out,
-        config.features,
-        corpus=config.data.corpus,
-        on_bad_name=config.data.on_bad_name,
-        num_workers=config.data.num_workers,
-        examples_per_shard=config.data.examples_per_shard,
-        overwrite=args.overwrite,
-    )
+        args.data, args.out, config.features, overwrite=args.overwrite,
+        **prepare.data_options(config.data),
+    )  # fmt: skip
     return {"command": "prepare", **summary}
 
 
-def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
-    from sejax import train
+def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any] | None:
+    from sejax import distributed, train
 
+    for flag in ("coordinator", "num_processes", "process_id"):
+        if getattr(args, flag) is not None:
+            overrides = [*overrides, f"--config.distributed.{flag}={getattr(args, flag)}"]
     config = _config(args, overrides)
     summary = train.train_and_evaluate(config, args.workdir)
+    if not distributed.is_main_process():
+        return None  # process 0 prints the run's summary
     test = summary.get("test")
     print(f"Reports: {Path(args.workdir) / 'eval'} (JSON and confusion-matrix PNG per split)")
     if test:
@@ -73,6 +76,12 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, A
 def cmd_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     from sejax import train
 
+    if args.data or args.corpus:
+        return _evaluate_corpus(args)
+    for flag in ("prepared_dir", "label_map", "name", "on_bad_name"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')} needs --data and --corpus")
+    args.split = args.split or "test"
     reports = train.evaluate(args.workdir, splits=(args.split,), checkpoint=args.checkpoint)
     report = reports[args.split]
     print(f"Report: {report['report_path']}")
@@ -81,12 +90,64 @@ def cmd_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str
             "split": args.split, **{k: report[k] for k in keys}}  # fmt: skip
 
 
+def _evaluate_corpus(args: argparse.Namespace) -> dict[str, Any]:
+    """``evaluate --data PATH --corpus NAME``: cross-corpus, over the shared labels."""
+    from sejax import corpora, cross_corpus
+
+    if not (args.data and args.corpus):
+        raise ConfigError(
+            f"cross-corpus evaluation needs both --data and --corpus (one of {list(corpora.NAMES)})"
+        )
+    if args.split:
+        raise ConfigError("--split does not apply with --data: the whole corpus is evaluated")
+    corpora.get(args.corpus, key="--corpus")
+    report = cross_corpus.evaluate_corpus(
+        args.workdir, args.data, args.corpus, checkpoint=args.checkpoint,
+        prepared_dir=args.prepared_dir, label_map=tuple(args.label_map or ()), name=args.name,
+        on_bad_name=args.on_bad_name,
+    )  # fmt: skip
+    dropped = report["dropped_labels"]
+    print(f"Report: {report['report_path']}")
+    print(f"{args.corpus}: {report['num_examples']} clips over the {len(report['shared_labels'])} "
+          f"labels shared with the model: {', '.join(report['shared_labels'])}")  # fmt: skip
+    corpus_only = dropped["corpus_labels_without_model_label"]
+    print("Dropped corpus labels (no model label): "
+          + (", ".join(f"{k} ({n} clips)" for k, n in corpus_only.items()) or "none"))  # fmt: skip
+    print("Dropped model labels (not in the corpus): "
+          + (", ".join(dropped["model_labels_absent_from_corpus"]) or "none"))  # fmt: skip
+    print(f"Accuracy {report['accuracy']:.3f}, UAR {report['uar']:.3f}, "
+          f"macro-F1 {report['macro_f1']:.3f}")  # fmt: skip
+    keys = ("accuracy", "uar", "macro_f1", "loss", "num_examples", "step", "corpus",
+            "shared_labels", "dropped_labels", "report_path")  # fmt: skip
+    return {"command": "evaluate", "workdir": str(Path(args.workdir).absolute()),
+            "split": report["split"], **{k: report[k] for k in keys}}  # fmt: skip
+
+
+def cmd_corpora(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
+    """Lists the supported corpora, their labels and where each maps by default."""
+    from sejax import corpora
+    from sejax.configs.default import EMOTIONS
+    from sejax.corpora import labels as labels_lib
+
+    no_map = labels_lib.LabelMap({})
+    listing = {}
+    for corpus in corpora.CORPORA.values():
+        mapping = labels_lib.resolve(corpus.name, corpus.labels, EMOTIONS, no_map)
+        listing[corpus.name] = {"title": corpus.title, "naming": corpus.naming,
+                                "labels": mapping}  # fmt: skip
+        shown = ", ".join(f"{k}->{v}" if v and v != k else (k if v else f"{k}->(none)")
+                          for k, v in mapping.items()) or "declared by the manifest"  # fmt: skip
+        print(f"{corpus.name:9s} {corpus.title}: {corpus.naming}\n          labels: {shown}")
+    return {"command": "corpora", "corpora": listing}
+
+
 def cmd_download(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     from sejax import archive, download
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    zip_path = download.download(args.url, out / Path(args.url).name, args.md5 or None)
+    name = Path(urllib.parse.urlparse(args.url).path).name or "download.zip"
+    zip_path = download.download(args.url, out / name, args.md5 or None)
     result: dict[str, Any] = {"command": "download", "zip": str(zip_path)}
     if args.extract:
         target = out / zip_path.stem
@@ -106,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="compute log-Mel shards from a corpus")
-    p.add_argument("--data", required=True, help="zip, folder of RAVDESS-named audio")
+    p.add_argument("--data", required=True,
+                   help="zip or folder of a corpus's audio, or a manifest .csv/.tsv")  # fmt: skip
+    p.add_argument("--corpus", default=None,
+                   help="how --data names its labels (default: config data.corpus); "
+                   "see `sejax corpora`")  # fmt: skip
     p.add_argument("--out", required=True, help="folder for the shards and metadata.json")
     p.add_argument("--config", default=None, help="config file (features are read from it)")
     p.add_argument("--overwrite", action="store_true",
@@ -116,13 +181,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train and evaluate (resumes an existing workdir)")
     p.add_argument("--workdir", required=True)
     p.add_argument("--config", default=None, help="config file; default: the demo corpus")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-process run: address of process 0 "
+                   "(config distributed.coordinator, env JAX_COORDINATOR_ADDRESS)")  # fmt: skip
+    p.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="multi-process run: number of processes "
+                   "(distributed.num_processes, env JAX_NUM_PROCESSES)")  # fmt: skip
+    p.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="multi-process run: this process, 0..N-1 "
+                   "(distributed.process_id, env JAX_PROCESS_ID)")  # fmt: skip
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a trained workdir on a split")
+    p = sub.add_parser("evaluate", help="evaluate a trained workdir on a split or another corpus")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--split", default=None, choices=("train", "validation", "test"),
+                   help="split of the training corpus (default: test)")  # fmt: skip
     p.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    p.add_argument("--data", default=None,
+                   help="cross-corpus: another corpus (folder, zip, manifest or shards), "
+                   "evaluated whole over the labels it shares with the model")  # fmt: skip
+    p.add_argument("--corpus", default=None, help="cross-corpus: how --data names its labels")
+    p.add_argument(
+        "--prepared-dir", default=None,
+        help="cross-corpus: shard cache (default: WORKDIR/cross/CORPUS-HASH)",
+    )  # fmt: skip
+    p.add_argument(
+        "--label-map", action="append", default=None, metavar="LABEL=TARGET",
+        help="cross-corpus: extra label mapping, e.g. exc=happy (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--name", default=None, help="cross-corpus: report name (cross_CORPUS)")
+    p.add_argument("--on-bad-name", default=None, choices=("error", "skip"),
+                   help="cross-corpus: files not named by the convention")  # fmt: skip
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("corpora", help="list the supported corpora and their labels")
+    p.set_defaults(fn=cmd_corpora)
 
     p = sub.add_parser("download", help="download (and extract) the RAVDESS speech zip")
     p.add_argument("--out", required=True)
@@ -130,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md5", default=download.RAVDESS_MD5)
     p.add_argument("--no-extract", dest="extract", action="store_false")
     p.set_defaults(fn=cmd_download)
+
+    from sejax import cli_inference  # predict, export, report
+
+    cli_inference.add_commands(sub)
     return parser
 
 
@@ -147,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SejaxError as e:
         print(f"sejax {args.command}: error: {e}", file=sys.stderr)
         return 2
-    _emit(summary)
+    if summary is not None:
+        _emit(summary)
     return 0
 
 

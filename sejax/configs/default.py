@@ -63,7 +63,17 @@ def get_config() -> ml_collections.ConfigDict:
     # Zenodo zip, extracted folder, folder of RAVDESS-named files, or prepared shards.
     # Empty: the built-in synthetic demo corpus (generated under the workdir).
     config.data.path = ""
+    # How file names (or a manifest) give labels and speakers: 'ravdess' | 'cremad' | 'tess' |
+    # 'emodb' | 'savee' | 'manifest' (a CSV/TSV of path, label, speaker); see sejax.corpora.
     config.data.corpus = "ravdess"
+    # More corpora mixed into the same shards: "corpus=path" entries, e.g.
+    # ("emodb=/data/emodb",). Entry k's actor ids get k * 10000 added, so speakers stay apart.
+    config.data.extra_sources = ()
+    # The labels the model predicts (model.num_classes must equal their number), and how a
+    # corpus's labels map onto them beyond same names and synonyms (anger -> angry):
+    # "label=target", "corpus:label=target", or "label=" to leave that label's files out.
+    config.data.labels = EMOTIONS
+    config.data.label_map = ()
     config.data.on_bad_name = "error"  # 'error' | 'skip' (skipped names are reported)
     # Where shards computed from raw audio are cached; empty: <workdir>/prepared.
     config.data.prepared_dir = ""
@@ -72,7 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.demo_repetitions = (1, 2)
     config.data.num_workers = 0  # feature workers for `prepare`; 0: one per CPU core
     config.data.examples_per_shard = 256
-    # Actor-disjoint split: explicit actor ids; train actors are all the others.
+    # Actor-disjoint split: explicit actor ids; train actors are all the others. With
+    # split_by='manifest' a manifest's split column decides instead (still speaker-disjoint).
+    config.data.split_by = "actor"
     config.data.val_actors = (21, 22)
     config.data.test_actors = (23, 24)
     config.data.shuffle_buffer = 2048
@@ -86,7 +98,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     config.train.parallel = "pmap"  # 'pmap' | 'jit' (jit + Mesh + shard_map)
     config.train.batch_size = 32  # global batch, split across all local devices
-    config.train.num_epochs = 30
+    config.train.num_epochs = 10
     config.train.optimizer = "adam"  # 'adam' | 'adamw'
     config.train.learning_rate = 1e-3
     config.train.schedule = "constant"  # 'constant' | 'cosine' | 'warmup_cosine'
@@ -102,4 +114,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64
     config.eval.splits = ("validation", "test")
+
+    # Multi-process runs (TPU pod slices, GPU clusters) on JAX's distributed runtime; see
+    # sejax/distributed.py. 'auto': join one when a coordinator is given here, by
+    # `sejax train --coordinator/--num-processes/--process-id` or by the environment
+    # (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or when a SLURM step of
+    # several tasks or a Cloud TPU VM is detected; 'on': always (JAX detects what is unset);
+    # 'off': never. Multi-process runs need train.parallel='jit'.
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.mode = "auto"
+    config.distributed.coordinator = ""  # HOST:PORT of process 0
+    config.distributed.num_processes = 0  # 0: not set
+    config.distributed.process_id = -1  # -1: not set
+    config.distributed.initialization_timeout_s = 300
     return config
