@@ -17,12 +17,16 @@ from typing import Any
 
 import ml_collections
 
+from sejax import corpora, distributed
 from sejax.configs import default
+from sejax.corpora import labels as labels_lib
+from sejax.corpora import sources as sources_lib
 from sejax.errors import ConfigError
 
 # Allowed values of the string-valued keys; `validate` checks them and error messages list them.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.corpus": ("ravdess",),
+    "data.corpus": corpora.NAMES,
+    "data.split_by": ("actor", "manifest"),
     "data.on_bad_name": ("error", "skip"),
     "data.normalization": ("per_band", "global", "none"),
     "features.crop": ("start", "center"),
@@ -106,6 +110,9 @@ def _coerce(key: str, old: Any, new: Any) -> Any:
     elif isinstance(old, tuple | list):
         if isinstance(new, int) and not isinstance(new, bool):
             new = (new,)
+        if isinstance(new, str) and all(isinstance(v, str) for v in old):
+            # Lists of strings (data.labels, data.label_map) also read as "a,b,c".
+            new = tuple(v.strip() for v in new.split(",") if v.strip())
         if isinstance(new, tuple | list):
             return tuple(new)
     raise ConfigError(
@@ -201,6 +208,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             f"for {len(m.conv_channels)} pooling stages of model.pool={m.pool}: "
             f"{frames} frames x {bands} bands would remain"
         )
+    _validate_labels(config)
     val, test = set(config.data.val_actors), set(config.data.test_actors)
     if val & test:
         raise ConfigError(
@@ -209,7 +217,24 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for split in config.eval.splits:
         if split not in SPLITS:
             raise ConfigError(f"eval.splits has {split!r}; choose from {list(SPLITS)}")
+    distributed.check_config(config)
     return config
+
+
+def _validate_labels(config: ml_collections.ConfigDict) -> None:
+    """Target labels match the model's outputs; label map and extra sources are well formed."""
+    labels = config.data.labels
+    if not labels or not all(isinstance(x, str) and x for x in labels):
+        raise ConfigError(f"data.labels={labels!r} must be a non-empty tuple of label names")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"data.labels={labels!r} names a label twice")
+    if len(labels) != config.model.num_classes:
+        raise ConfigError(
+            f"data.labels has {len(labels)} labels but model.num_classes="
+            f"{config.model.num_classes}; set --config.model.num_classes={len(labels)}"
+        )
+    labels_lib.parse_label_map(config.data.label_map, labels, corpora.NAMES)
+    sources_lib.parse_sources(config.data.extra_sources)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -35,7 +35,9 @@ __all__ = [
     "VOCAL_CHANNELS",
     "Utterance",
     "discover",
+    "format_bad",
     "format_ravdess_name",
+    "list_audio",
     "open_source",
     "parse_ravdess_name",
 ]
@@ -197,16 +199,39 @@ def _utterance_key(u: Utterance) -> tuple[int, ...]:
     return (u.modality, u.vocal_channel, u.label, u.intensity, u.statement, u.repetition, u.actor)
 
 
-def _format_bad(bad: list[tuple[str, str]], root: Path) -> str:
+def format_bad(bad: list[tuple[str, str]], root: Path, corpus: str = "RAVDESS") -> str:
+    """The error for bad files: every one (up to a cap) with its reason, and the way out."""
     lines = [f"  {name}: {reason}" for name, reason in bad[:_MAX_LISTED]]
     if len(bad) > _MAX_LISTED:
         lines.append(f"  ... and {len(bad) - _MAX_LISTED} more")
     return (
-        f"{root}: {len(bad)} audio file(s) are not valid RAVDESS recordings:\n"
+        f"{root}: {len(bad)} audio file(s) are not valid {corpus} recordings:\n"
         + "\n".join(lines)
         + "\nRename or remove them, or pass on_bad_name='skip' (config data.on_bad_name) "
         "to leave them out and list them in the prepared metadata."
     )
+
+
+def list_audio(
+    path: str | os.PathLike[str], corpus: str = "RAVDESS"
+) -> tuple[Path, list[tuple[str, str]]]:
+    """(resolved root, [(name relative to root, source)]) of every audio file in a folder
+    (recursive) or a zip (read in place); `DataError` for a missing path or no audio."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    root = root.resolve()
+    if root.is_dir():
+        members = _folder_members(root)
+    elif zipfile.is_zipfile(root):
+        members = _zip_members(root)
+    else:
+        raise DataError(f"{root}: neither a folder nor a zip archive of {corpus} audio")
+    if not members:
+        raise DataError(
+            f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)}, any case)"
+        )
+    return root, sorted(members, key=lambda m: m[1])
 
 
 def discover(
@@ -223,25 +248,11 @@ def discover(
     """
     if on_bad_name not in ("error", "skip"):
         raise ConfigError(f"data.on_bad_name must be 'error' or 'skip', got {on_bad_name!r}")
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise DataError(f"{root}: no such file or folder")
-    root = root.resolve()
-    if root.is_dir():
-        members = _folder_members(root)
-    elif zipfile.is_zipfile(root):
-        members = _zip_members(root)
-    else:
-        raise DataError(f"{root}: neither a folder nor a zip archive of RAVDESS audio")
-    if not members:
-        raise DataError(
-            f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)}, any case)"
-        )
-
+    root, members = list_audio(path)
     bad: list[tuple[str, str]] = []
     seen: dict[tuple[int, ...], str] = {}
     utterances = []
-    for rel, source in sorted(members, key=lambda m: m[1]):
+    for rel, source in members:
         try:
             fields = _parse_fields(PurePosixPath(rel).name)
         except _BadName as e:
@@ -260,7 +271,7 @@ def discover(
         utterances.append(utterance)
 
     if bad and on_bad_name == "error":
-        raise DataError(_format_bad(bad, root))
+        raise DataError(format_bad(bad, root))
     if not utterances:
         raise DataError(f"{root}: no valid RAVDESS recordings; all {len(bad)} were skipped")
     return utterances, bad

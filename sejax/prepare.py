@@ -10,12 +10,15 @@ Layout of ``out_dir``::
 
     shard-00000-of-00006.tfrecord ...   tf.train.Example per clip (see `parse_example`)
     metadata.json                       format, features config and fingerprint, shard list,
-                                        label/actor counts, skipped files, one row per example
+                                        label/actor counts, skipped files, one row per example,
+                                        and per source corpus its label map, dropped labels
+                                        and speaker names (`sejax.corpora.sources`)
 
 Everything is written into a temporary folder beside ``out_dir`` and renamed into place at
 the end, so a failure (a corrupt file, Ctrl-C) never leaves a half-written ``out_dir``. An
 existing ``out_dir`` is reused when it holds the same features fingerprint and the same source
-files (names and content); anything else is refused with a `DataError` unless ``overwrite``.
+files (names, labels and content); anything else is refused with a `DataError` unless
+``overwrite``.
 """
 
 from __future__ import annotations
@@ -42,13 +45,15 @@ from typing import Any
 
 import numpy as np
 
-from sejax import audio, features
+from sejax import audio, corpora, features
+from sejax.configs.default import EMOTIONS
+from sejax.corpora import sources as sources_lib
 from sejax.errors import ConfigError, DataError
 
 FORMAT = "sejax-shards"
 VERSION = 1
 METADATA_FILE = "metadata.json"
-CORPORA = ("ravdess",)
+CORPORA = corpora.NAMES
 CHUNK_SIZE = 16  # files per worker task: large enough that IPC is cheap, small for balance
 # Modules the worker fork server imports once (librosa's STFT pulls in scipy.signal and numba).
 _WORKER_PRELOAD = (
@@ -350,18 +355,30 @@ def _example_proto(tf, feats: bytes, row: dict) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-def _example_row(u: Any, index: int, shard: str, *, sha256: str, num_samples: int) -> dict:
-    """One ``metadata.json`` example; ``num_samples`` is the clip length before crop/pad."""
+def _example_row(
+    e: sources_lib.Example, index: int, shard: str, *, sha256: str, num_samples: int
+) -> dict:
+    """One ``metadata.json`` example; ``num_samples`` is the clip length before crop/pad.
+
+    ``label``/``emotion`` are the target label; ``corpus_label`` is the corpus's own name
+    for it and ``speaker`` the corpus's own speaker name (``actor`` is its id here).
+    """
+    r = e.recording
     return {
         "index": index,
-        "source": u.source,
-        "actor": u.actor,
-        "gender": u.gender,
-        "label": u.label,
-        "emotion": u.emotion,
-        "intensity": u.intensity,
-        "statement": u.statement,
-        "repetition": u.repetition,
+        "source": r.source,
+        "corpus": e.corpus,
+        "speaker": r.speaker,
+        "actor": e.actor,
+        "gender": r.gender,
+        "label": e.label,
+        "emotion": e.emotion,
+        "corpus_label": r.emotion,
+        "intensity": r.intensity,
+        "statement": r.statement,
+        "repetition": r.repetition,
+        "text": r.text,
+        "split": r.split,
         "sha256": sha256,
         "num_samples_original": num_samples,
         "shard": shard,
@@ -460,16 +477,34 @@ def _existing_metadata(out_dir: Path, overwrite: bool) -> dict | None:
         ) from e
 
 
-def _source_differences(metadata: dict, utterances: Sequence[Any]) -> list[str]:
-    """Why the shards do not come from exactly these files (names, then content)."""
+def _label_key(row: dict) -> tuple:
+    return (row["source"], int(row["label"]), int(row["actor"]), row.get("split", ""))
+
+
+def _source_differences(
+    metadata: dict, examples: Sequence[sources_lib.Example], label_names: Sequence[str]
+) -> list[str]:
+    """Why the shards do not hold exactly these files and labels (names, labels, content)."""
     stored = [e["source"] for e in metadata["examples"]]
-    wanted = [u.source for u in utterances]
+    wanted = [e.source for e in examples]
     if stored != wanted:
         added = sorted(set(wanted) - set(stored))
         removed = sorted(set(stored) - set(wanted))
         lines = [f"{len(added)} new file(s), {len(removed)} file(s) no longer present"]
         lines += [f"new: {s}" for s in added[:5]] + [f"gone: {s}" for s in removed[:5]]
         return lines
+    if list(metadata["label_names"]) != list(label_names):
+        return [f"target labels {metadata['label_names']} there, {list(label_names)} now"]
+    relabelled = [
+        row["source"]
+        for row, e in zip(metadata["examples"], examples, strict=True)
+        if _label_key(row) != (e.source, e.label, e.actor, e.recording.split)
+    ]
+    if relabelled:
+        return [
+            f"{len(relabelled)} file(s) have another label, speaker or split now "
+            "(data.label_map, data.labels or a manifest changed)"
+        ] + [f"relabelled: {s}" for s in relabelled[:5]]
     changed = [e["source"] for e in metadata["examples"] if _hash_file(e["source"]) != e["sha256"]]
     if changed:
         return [f"{len(changed)} file(s) changed content since"] + [
@@ -508,7 +543,13 @@ def _summary(metadata: dict, out_dir: Path, *, reused: bool, workers: int, t0: f
         "num_frames": metadata["num_frames"],
         "num_mels": metadata["num_mels"],
         "fingerprint": metadata["fingerprint"],
+        "corpus": metadata["corpus"],
         "counts": metadata["counts"],
+        "dropped": {
+            f"{c['corpus']}:{label}": n
+            for c in metadata.get("corpora", [])
+            for label, n in c["dropped"].items()
+        },
         "skipped": metadata["skipped"],
         "num_workers": workers,
         "seconds": round(time.perf_counter() - t0, 3),
@@ -543,6 +584,19 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
+def data_options(data_cfg: Any) -> dict[str, Any]:
+    """`prepare`'s keyword arguments from ``config.data`` (what the shards depend on)."""
+    return {
+        "corpus": data_cfg.corpus,
+        "on_bad_name": data_cfg.on_bad_name,
+        "num_workers": data_cfg.num_workers,
+        "examples_per_shard": data_cfg.examples_per_shard,
+        "labels": tuple(data_cfg.get("labels", EMOTIONS)),
+        "label_map": tuple(data_cfg.get("label_map", ())),
+        "extra_sources": tuple(data_cfg.get("extra_sources", ())),
+    }
+
+
 def prepare(
     data_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -554,10 +608,18 @@ def prepare(
     examples_per_shard: int = 256,
     progress: bool = True,
     overwrite: bool = False,
+    labels: Sequence[str] = EMOTIONS,
+    label_map: Sequence[str] = (),
+    extra_sources: Sequence[str] = (),
+    unmapped: str = "error",
 ) -> dict:
     """Computes log-Mel features of every utterance under ``data_path`` into ``out_dir``.
 
-    ``data_path``: a folder or zip of RAVDESS-named audio (see `sejax.corpus.discover`).
+    ``data_path``: a folder or zip of audio named by the ``corpus``'s convention, or a
+    manifest file (`sejax.corpora`); ``extra_sources``: more ``"corpus=path"`` entries to
+    mix in (`sejax.corpora.sources`). Labels are mapped onto ``labels`` with ``label_map``
+    (`sejax.corpora.labels`); a label with no target is an error, or with
+    ``unmapped='drop'`` its files are left out and counted in the metadata's ``corpora``.
     ``num_workers``: feature processes; 0 means one per available CPU core, 1 runs in this
     process. Returns a summary dict (``reused`` says whether existing shards were kept).
     Existing shards in ``out_dir`` are reused when they have the same features fingerprint and
@@ -565,13 +627,10 @@ def prepare(
     ``overwrite=True``, which always recomputes and replaces them. A bad file raises DataError
     naming it and leaves ``out_dir`` as it was.
     """
-    from sejax import corpus as corpus_lib
-
     t0 = time.perf_counter()
     cfg = features.canonical_config(features_cfg)
     fingerprint = features.fingerprint(cfg)
-    if corpus not in CORPORA:
-        raise ConfigError(f"data.corpus={corpus!r} is not supported; choose one of {list(CORPORA)}")
+    corpora.get(corpus)  # ConfigError naming data.corpus
     if isinstance(examples_per_shard, bool) or not (
         isinstance(examples_per_shard, int) and examples_per_shard > 0
     ):
@@ -580,13 +639,22 @@ def prepare(
         raise ConfigError(f"data.num_workers={num_workers!r} must be an int >= 0 (0: all cores)")
 
     data_path = Path(data_path).expanduser().resolve()
-    utterances, skipped = corpus_lib.discover(data_path, on_bad_name=on_bad_name)
+    collection = sources_lib.collect(
+        [(corpus, data_path), *sources_lib.parse_sources(extra_sources)],
+        labels=labels, label_map=label_map, on_bad_name=on_bad_name, unmapped=unmapped,
+    )  # fmt: skip
+    utterances = collection.examples
+    present = {e.emotion for e in utterances}
+    empty = [label for label in collection.label_names if label not in present]
+    if empty and unmapped == "error":
+        log.warning("No examples of target label(s) %s: the model will never see them "
+                    "(data.labels can list fewer labels)", ", ".join(empty))  # fmt: skip
     out_dir = Path(out_dir).expanduser().absolute()
 
     existing = _existing_metadata(out_dir, overwrite)
     if existing is not None:
         check_compatible(existing, cfg, where=str(out_dir))
-        diffs = _source_differences(existing, utterances)
+        diffs = _source_differences(existing, utterances, collection.label_names)
         if diffs:
             raise DataError(
                 f"{out_dir} holds shards prepared from other audio than {data_path}:\n  "
@@ -606,7 +674,7 @@ def prepare(
                 tmp, utterances, cfg, workers=workers,
                 examples_per_shard=examples_per_shard, advance=advance,
             )  # fmt: skip
-        label_names = list(corpus_lib.EMOTIONS)
+        label_names = collection.label_names
         metadata = {
             "format": FORMAT,
             "version": VERSION,
@@ -616,12 +684,13 @@ def prepare(
             "num_frames": features.num_frames(cfg),
             "num_mels": cfg["n_mels"],
             "label_names": label_names,
-            "corpus": corpus,
+            "corpus": collection.corpus,
             "source": str(data_path),
+            "corpora": collection.sources,
             "shards": shards,
             "num_examples": len(rows),
             "counts": _counts(rows, label_names),
-            "skipped": [[name, reason] for name, reason in skipped],
+            "skipped": [[name, reason] for name, reason in collection.skipped],
             "examples": rows,
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
