@@ -54,12 +54,14 @@ def cmd_prepare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
 
 
 def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any] | None:
-    from sejax import distributed, train
+    from sejax import distributed
 
     for flag in ("coordinator", "num_processes", "process_id"):
         if getattr(args, flag) is not None:
             overrides = [*overrides, f"--config.distributed.{flag}={getattr(args, flag)}"]
     config = _config(args, overrides)
+    from sejax import train  # after the config checks: bad flags fail before the heavy imports
+
     summary = train.train_and_evaluate(config, args.workdir)
     if not distributed.is_main_process():
         return None  # process 0 prints the run's summary

@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.temporal_pooling": ("mean", "max", "attention"),
     "model.dtype": ("float32", "bfloat16"),
     "train.parallel": ("pmap", "jit"),
+    "predict.frontend": ("jax", "librosa"),
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("constant", "cosine", "warmup_cosine"),
 }

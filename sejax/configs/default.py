@@ -127,4 +127,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.distributed.num_processes = 0  # 0: not set
     config.distributed.process_id = -1  # -1: not set
     config.distributed.initialization_timeout_s = 300
+
+    # Inference (`sejax predict`, `sejax.load`), saved with the run so a model carries it:
+    # the log-Mel front end ('jax': jax.numpy inside the jitted model, on the accelerator and
+    # exportable; 'librosa': the host code the shards were made with), the seconds between
+    # sliding windows on clips longer than features.duration_s (<= 0: half the window), and
+    # windows per batch. `sejax predict` flags override them.
+    config.predict = ml_collections.ConfigDict()
+    config.predict.frontend = "jax"
+    config.predict.hop_s = 0.0
+    config.predict.batch_size = 32
     return config
