@@ -89,9 +89,16 @@ def plot_confusion_matrix(
 
 
 def write_report(report: dict[str, Any], eval_dir: Path, split: str) -> tuple[Path, Path]:
-    """Writes ``<eval_dir>/<split>.json`` and ``<split>_confusion.png``; returns both paths."""
-    eval_dir.mkdir(parents=True, exist_ok=True)
+    """Writes ``<eval_dir>/<split>.json`` and ``<split>_confusion.png``; returns both paths.
+
+    In a multi-process run every process computes the same report; only process 0 writes it.
+    """
     json_path = eval_dir / f"{split}.json"
+    from sejax import distributed
+
+    if not distributed.is_main_process():
+        return json_path, eval_dir / f"{split}_confusion.png"
+    eval_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(json_path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     png_path = plot_confusion_matrix(
         report["confusion_matrix"], report["label_names"], eval_dir / f"{split}_confusion.png",

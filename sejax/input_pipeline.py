@@ -4,7 +4,9 @@ Where the shards come from (``resolve_shards``): prepared shards given directly,
 (zip or folder) prepared once into a cache, or the built-in demo corpus. Splits are by actor,
 so no speaker is heard in two splits. Normalisation statistics are computed from the training
 actors only. Training batches have the global batch size (the parallel layer splits them over
-devices); evaluation batches are padded and carry a ``mask`` so every example counts once.
+devices); evaluation batches are padded and carry a ``mask`` so every example counts once. In a
+multi-process run each process gets its slice of the same global batches, and its share of
+each evaluation split (``num_processes``/``process_index``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def resolve_shards(config: ml_collections.ConfigDict, workdir: str | Path) -> Pa
     if not data_path:
         from sejax import demo
 
+        if config.data.corpus != "ravdess":
+            raise ConfigError(
+                f"data.corpus={config.data.corpus!r} needs data.path; an empty data.path means "
+                "the built-in demo corpus, which is RAVDESS-named"
+            )
         source = demo.generate_demo_corpus(
             workdir / "demo_corpus",
             actors=tuple(config.data.demo_actors),
@@ -60,16 +67,13 @@ def resolve_shards(config: ml_collections.ConfigDict, workdir: str | Path) -> Pa
         if (source / "metadata.json").is_file():
             metadata = prepare.load_metadata(source)
             prepare.check_compatible(metadata, config.features)
+            if list(metadata["label_names"]) != list(config.data.labels):
+                raise ConfigError(
+                    f"the shards in {source} have labels {metadata['label_names']}, but "
+                    f"data.labels={list(config.data.labels)}; prepare them again"
+                )
             return source
-    prepare.prepare(
-        source,
-        cache,
-        config.features,
-        corpus=config.data.corpus,
-        on_bad_name=config.data.on_bad_name,
-        num_workers=config.data.num_workers,
-        examples_per_shard=config.data.examples_per_shard,
-    )
+    prepare.prepare(source, cache, config.features, **prepare.data_options(config.data))
     return cache
 
 
@@ -92,7 +96,12 @@ class Split:
 
 
 def split_by_actor(examples: Sequence[dict], data_cfg: ml_collections.ConfigDict) -> Split:
-    """Validation and test actors from the config; every other actor trains."""
+    """Validation and test actors from the config; every other actor trains.
+
+    With ``data.split_by='manifest'`` each example's manifest ``split`` decides instead.
+    """
+    if data_cfg.get("split_by", "actor") == "manifest":
+        return _split_by_manifest(examples)
     present = sorted({int(e["actor"]) for e in examples})
     val = tuple(sorted(int(a) for a in data_cfg.val_actors))
     test = tuple(sorted(int(a) for a in data_cfg.test_actors))
@@ -118,6 +127,33 @@ def split_by_actor(examples: Sequence[dict], data_cfg: ml_collections.ConfigDict
                 f"data.test_actors={list(test)}, actors present: {present})"
             )
     return Split(actors=actors, indices=indices)
+
+
+def _split_by_manifest(examples: Sequence[dict]) -> Split:
+    """The manifest's split column, checked to be complete and speaker-disjoint."""
+    names = ("train", "validation", "test")
+    split_of = [e.get("split", "") for e in examples]
+    unset = [e["source"] for e, s in zip(examples, split_of, strict=True) if s not in names]
+    if unset:
+        raise ConfigError(
+            f"data.split_by='manifest' but {len(unset)} example(s) have no split (a manifest "
+            f"'split' column of train/validation/test), e.g. {unset[0]}"
+        )
+    actors = {n: {int(e["actor"]) for e, s in zip(examples, split_of, strict=True) if s == n}
+              for n in names}  # fmt: skip
+    speaker = {int(e["actor"]): e.get("speaker", e["actor"]) for e in examples}
+    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        if actors[a] & actors[b]:
+            both = [speaker[x] for x in sorted(actors[a] & actors[b])]
+            raise ConfigError(
+                f"data.split_by='manifest': speaker(s) {both} are in both the {a} and the {b} "
+                "split; a speaker must be in one split only"
+            )
+    indices = {n: np.flatnonzero(np.array(split_of) == n) for n in names}
+    for name in ("train", "test"):
+        if len(indices[name]) == 0:
+            raise ConfigError(f"data.split_by='manifest' but the manifest has no {name} rows")
+    return Split(actors={n: tuple(sorted(a)) for n, a in actors.items()}, indices=indices)
 
 
 # ------------------------------------------------------------------------------------------
@@ -221,11 +257,20 @@ class Shards:
         shuffle_buffer: int,
         prefetch: int = 2,
         skip_batches: int = 0,
+        num_processes: int = 1,
+        process_index: int = 0,
     ) -> Iterator[Batch]:
         """One epoch of shuffled full batches (the last partial batch is dropped).
 
         The order depends only on ``(seed, epoch)``, so a resumed run that skips the batches
         already seen continues with exactly the batches an uninterrupted run would see.
+
+        With several processes every one shuffles the same way (same seed, same input
+        order), so all agree on the global batches; each yields only its contiguous slice of
+        each (``batch_size / num_processes`` rows: sub-batch ``process_index`` of every
+        ``num_processes`` consecutive ones, tf.data's ``shard``) and normalises only that.
+        The global batches are those of a one-process run, whatever the number of processes,
+        so runs and resumed runs agree across process counts.
         """
         tf = _tf()
         if len(indices) < batch_size:
@@ -233,6 +278,7 @@ class Shards:
                 f"train.batch_size={batch_size} is larger than the training split "
                 f"({len(indices)} examples)"
             )
+        local = _per_process(batch_size, num_processes, process_index, "train.batch_size")
         epoch_seed = int.from_bytes(
             hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:4], "little"
         )
@@ -240,8 +286,10 @@ class Shards:
             self._cached(indices)
             .shuffle(min(shuffle_buffer, len(indices)), seed=epoch_seed,
                      reshuffle_each_iteration=False)
-            .batch(batch_size, drop_remainder=True)
-            .skip(skip_batches)
+            .batch(local, drop_remainder=True)
+            .take(len(indices) // batch_size * num_processes)  # whole global batches only
+            .skip(skip_batches * num_processes)
+            .shard(num_processes, process_index)
             .map(self._prepare_batch(norm), num_parallel_calls=tf.data.AUTOTUNE,
                  deterministic=True)
             .prefetch(prefetch)
@@ -249,19 +297,41 @@ class Shards:
         yield from ds.as_numpy_iterator()
 
     def eval_batches(
-        self, indices: np.ndarray, norm: Normalization, *, batch_size: int, prefetch: int = 2
+        self,
+        indices: np.ndarray,
+        norm: Normalization,
+        *,
+        batch_size: int,
+        prefetch: int = 2,
+        num_processes: int = 1,
+        process_index: int = 0,
     ) -> Iterator[Batch]:
-        """Every example exactly once; the last batch is zero-padded with ``mask`` 0."""
+        """Every example exactly once; the last batch is zero-padded with ``mask`` 0.
+
+        With several processes each reads only its share of the split (every
+        ``num_processes``-th example of the sorted indices) in batches of
+        ``batch_size / num_processes`` rows, and all yield the same number of batches (the
+        eval step is collective), padding with fully masked batches where a share runs out.
+        """
         tf = _tf()
+        local = _per_process(batch_size, num_processes, process_index, "eval.batch_size")
+        share = indices if num_processes == 1 else np.sort(indices)[process_index::num_processes]
         ds = (
-            self._cached(indices)
-            .batch(batch_size)
+            self._cached(share)
+            .batch(local)
             .map(self._prepare_batch(norm), num_parallel_calls=tf.data.AUTOTUNE,
                  deterministic=True)
             .prefetch(prefetch)
         )  # fmt: skip
+        largest_share = -(-len(indices) // num_processes)
+        num_batches, seen = -(-largest_share // local), 0
         for batch in ds.as_numpy_iterator():
-            yield pad_batch(batch, batch_size)
+            seen += 1
+            yield pad_batch(batch, local)
+        for _ in range(num_batches - seen):
+            empty = {k: np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
+                     for k, spec in ds.element_spec.items()}  # fmt: skip
+            yield pad_batch(empty, local)
 
     def _cached(self, indices: np.ndarray):
         key = hashlib.sha256(np.sort(indices).tobytes()).hexdigest()
@@ -270,6 +340,17 @@ class Shards:
         if key not in self._cache:
             self._cache[key] = self._select(indices).cache()
         return self._cache[key]
+
+
+def _per_process(batch_size: int, num_processes: int, process_index: int, key: str) -> int:
+    """Each process's rows of a global batch."""
+    if not 0 <= process_index < num_processes:
+        raise ValueError(f"process_index={process_index} is not in [0, {num_processes})")
+    if batch_size % num_processes:
+        raise ConfigError(
+            f"{key}={batch_size} must be a multiple of the number of processes ({num_processes})"
+        )
+    return batch_size // num_processes
 
 
 def pad_batch(batch: Batch, batch_size: int) -> Batch:

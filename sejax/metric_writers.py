@@ -57,8 +57,16 @@ class JsonlWriter(metric_writers.MetricWriter):
         self._file.close()
 
 
-def create_writer(workdir: str | Path, *, tensorboard: bool = True) -> metric_writers.MetricWriter:
-    """metrics.jsonl, plus TensorBoard event files under ``<workdir>/tensorboard``."""
+def create_writer(
+    workdir: str | Path, *, tensorboard: bool = True, enabled: bool = True
+) -> metric_writers.MetricWriter:
+    """metrics.jsonl, plus TensorBoard event files under ``<workdir>/tensorboard``.
+
+    ``enabled=False`` gives a writer that drops everything: in a multi-process run only
+    process 0 writes, so the shared workdir holds one record of the run.
+    """
+    if not enabled:
+        return metric_writers.MultiWriter([])
     writers: list[metric_writers.MetricWriter] = [JsonlWriter(Path(workdir) / "metrics.jsonl")]
     if tensorboard:
         writers.append(metric_writers.SummaryWriter(str(Path(workdir) / "tensorboard")))

@@ -8,6 +8,9 @@ Two interchangeable paths, picked by ``config.train.parallel``:
   saves directly. Batches are laid out ``[D, B/D, ...]``.
 - ``'jit'``: ``jax.jit`` of ``jax.shard_map`` over ``Mesh(devices, ('data',))``; batches are
   ``[B, ...]`` arrays sharded ``P('data')`` and the state is replicated ``P()`` and donated.
+  This is also the multi-process path (``sejax.distributed``): the mesh holds every
+  process's devices, process by process, so each process feeds one contiguous slice of the
+  global batch; ``'pmap'`` runs on one process only.
 
 Both run the same step code, average gradients and metrics over the ``'data'`` axis and give
 the same numbers as one device with the same global batch (tests/test_parallel.py).
@@ -25,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sejax import steps
+from sejax import distributed, steps
 from sejax.errors import ConfigError
 from sejax.train_state import TrainState
 
@@ -58,12 +61,22 @@ class Parallel:
     def __init__(self, mode: str, devices: Sequence[jax.Device] | None = None):
         if mode not in MODES:
             raise ConfigError(f"train.parallel={mode!r} is not one of {list(MODES)}")
+        if mode == "pmap" and jax.process_count() > 1:
+            raise ConfigError(distributed.PMAP_SINGLE_PROCESS)
         self.mode = mode
         if devices is None:
             devices = jax.local_devices() if mode == "pmap" else jax.devices()
-        self.devices = list(devices)
+        # Process by process (a stable sort: one process keeps JAX's order), so each process's
+        # rows of a global batch are one contiguous slice, in process order.
+        self.devices = sorted(devices, key=lambda d: d.process_index)
         # This process's share of the devices: it feeds them its part of the global batch.
         self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+        processes = {d.process_index for d in self.devices}
+        if len(self.local_devices) * len(processes) != len(self.devices):
+            raise ConfigError(
+                f"every process must drive the same number of devices; this one has "
+                f"{len(self.local_devices)} of {len(self.devices)} over {len(processes)} processes"
+            )
         self.mesh = Mesh(np.array(self.devices), (AXIS,))
         self.replicated = NamedSharding(self.mesh, P())
         self.sharded = NamedSharding(self.mesh, P(AXIS))
@@ -117,8 +130,20 @@ class Parallel:
         return {name: put(x) for name, x in batch.items()}
 
     def put_state(self, state: TrainState) -> TrainState:
-        """Replicate a state (fresh or restored) on every device, as global arrays."""
-        return jax.device_put(state, self.replicated)
+        """Replicate a state (fresh or restored) on every device, as global arrays.
+
+        With several processes each one holds the same host value (same seed, or the same
+        checkpoint) and places it on its own devices; leaves already replicated stay put.
+        """
+        if self.replicated.is_fully_addressable:
+            return jax.device_put(state, self.replicated)
+
+        def place(x: Any) -> Any:
+            if isinstance(x, jax.Array) and x.sharding == self.replicated:
+                return x
+            return jax.make_array_from_process_local_data(self.replicated, np.asarray(x))
+
+        return jax.tree.map(place, state)
 
     def get_state(self, state: TrainState) -> TrainState:
         """The state as Orbax should save it: global arrays, replicated (both paths keep the

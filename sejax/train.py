@@ -7,6 +7,7 @@ validation and checkpoints -> final evaluation of the best checkpoint on each ev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sejax import config as config_lib
-from sejax import evaluation, input_pipeline, models, parallel, train_state
+from sejax import distributed, evaluation, features, input_pipeline, models, parallel, train_state
 from sejax.checkpoints import BEST_METRIC, Checkpoints, open_for_reading
 from sejax.errors import CheckpointError
 from sejax.metric_writers import create_writer
@@ -48,10 +49,18 @@ def predict_split(
     norm: input_pipeline.Normalization,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
-    """Logits, labels, losses and metadata indices of every example of a split, once each."""
+    """Logits, labels, losses and metadata indices of every example of a split, once each.
+
+    With several processes each feeds its share of the split and all get every prediction
+    back (the eval step gathers them; labels, indices and masks are gathered alongside).
+    """
     logits, labels, losses, index = [], [], [], []
-    for batch in shards.eval_batches(indices, norm, batch_size=batch_size):
+    for batch in shards.eval_batches(
+        indices, norm, batch_size=batch_size,
+        num_processes=jax.process_count(), process_index=jax.process_index(),
+    ):  # fmt: skip
         out = par.eval_step(state, par.put_batch(batch))
+        batch = distributed.allgather({k: batch[k] for k in ("mask", "label", "index")})
         keep = batch["mask"] > 0
         logits.append(np.asarray(out["logits"])[keep])
         losses.append(np.asarray(out["loss"])[keep])
@@ -79,18 +88,31 @@ def evaluate_split(par, state, shards, indices, norm, batch_size) -> dict[str, A
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Trains (resuming from ``workdir`` if it holds checkpoints), evaluates, returns a summary."""
+    """Trains (resuming from ``workdir`` if it holds checkpoints), evaluates, returns a summary.
+
+    Multi-process runs (``config.distributed``) run this same function in every process, with
+    ``workdir`` on storage they all share: process 0 prepares data and writes the files,
+    all of them train, checkpoint and evaluate together.
+    """
     config_lib.validate(config)
+    distributed.initialize(config)  # before anything touches a device
+    main = distributed.is_main_process()
+    if not main:
+        console.quiet = True  # process 0 reports for everyone
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     tc = config.train
+    procs = {"num_processes": jax.process_count(), "process_index": jax.process_index()}
 
     # Input: shards, actor-disjoint split, normalisation from the training actors.
-    shards_dir = input_pipeline.resolve_shards(config, workdir)
+    shards_dir = distributed.main_process_first(
+        lambda: input_pipeline.resolve_shards(config, workdir), "prepare the shards"
+    )
     shards = input_pipeline.Shards(shards_dir)
     split = input_pipeline.split_by_actor(shards.examples, config.data)
-    input_pipeline.write_split(workdir / "split.json", split, shards.examples)
+    if main:
+        input_pipeline.write_split(workdir / "split.json", split, shards.examples)
     norm = shards.normalization(split.indices["train"], config.data.normalization)
     steps_per_epoch = len(split.indices["train"]) // tc.batch_size
     if steps_per_epoch == 0:
@@ -133,10 +155,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         console.print(f"Resuming from step {latest} in {ckpts.directory}")
     state = par.put_state(state)
     start_step = int(jax.device_get(par.get_state(state).step))
-    writer = create_writer(workdir)
+    writer = create_writer(workdir, enabled=main)
     if start_step == 0:
         writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
-    (workdir / "config.json").write_text(config_lib.to_json(config))
+    if main:
+        (workdir / "config.json").write_text(config_lib.to_json(config))
 
     step = start_step
     stopped_early = False
@@ -147,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             batches = shards.train_batches(
                 split.indices["train"], norm, batch_size=tc.batch_size, seed=config.seed,
                 epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
-                prefetch=config.data.prefetch, skip_batches=step - epoch * steps_per_epoch,
+                prefetch=config.data.prefetch, skip_batches=step - epoch * steps_per_epoch, **procs,
             )  # fmt: skip
             for batch in batches:
                 state, metrics = par.train_step(state, par.put_batch(batch))
@@ -202,13 +225,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "best_epoch": best_epoch,
         "train_seconds": round(train_seconds, 1),
         "num_devices": par.num_devices,
+        "num_processes": jax.process_count(),
         "parallel": tc.parallel,
     }
     for name, report in reports.items():
         summary[name] = {
             k: report[k] for k in ("accuracy", "uar", "macro_f1", "loss", "num_examples")
         }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if main:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -216,15 +241,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 # Evaluation of a trained workdir, without the training config.
 
 
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A restored checkpoint ready to predict: its run config and meta, state and steps."""
+
+    workdir: Path
+    step: int
+    meta: dict[str, Any]
+    config: ml_collections.ConfigDict
+    par: parallel.Parallel
+    state: train_state.TrainState
+    norm: input_pipeline.Normalization
+
+
+def load_trained(workdir: str | Path, checkpoint: str = "best") -> Trained:
+    """Restores the best (or latest) checkpoint of ``workdir`` from its meta alone."""
+    workdir = Path(workdir).absolute()
+    ckpts = open_for_reading(workdir)
+    try:
+        step = ckpts.best_step() if checkpoint == "best" else ckpts.latest_step()
+        meta = ckpts.restore_meta(step)
+        config = config_lib.from_dict(meta["config"])
+        par = parallel.make_parallel(config.train)
+        par.check_batch_size(config.eval.batch_size, "eval.batch_size")
+        model = models.build_model(config.model, bn_axis_name=parallel.AXIS)
+        tx = train_state.make_optimizer(config.train, meta["steps_per_epoch"])
+        shape = (1, features.num_frames(config.features), int(config.features.n_mels))
+        abstract = jax.eval_shape(
+            lambda: train_state.create_train_state(jax.random.PRNGKey(0), model, shape, tx)
+        )
+        state, _ = ckpts.restore(step, par.abstract_state(abstract))
+    finally:
+        ckpts.close()
+    norm = input_pipeline.Normalization.from_json(meta["normalization"])
+    return Trained(workdir, int(step), meta, config, par, state, norm)
+
+
 def evaluate(
     workdir: str | Path, splits: tuple[str, ...] = ("test",), checkpoint: str = "best"
 ) -> dict[str, dict[str, Any]]:
     """Evaluates a checkpoint of ``workdir`` on the given splits; writes eval/<split>.json."""
-    workdir = Path(workdir).absolute()
-    ckpts = open_for_reading(workdir)
-    step = ckpts.best_step() if checkpoint == "best" else ckpts.latest_step()
-    meta = ckpts.restore_meta(step)
-    config = config_lib.from_dict(meta["config"])
+    trained = load_trained(workdir, checkpoint)
+    meta, config = trained.meta, trained.config
     shards = input_pipeline.Shards(meta["shards"])
     if shards.metadata["fingerprint"] != meta["features_fingerprint"]:
         raise CheckpointError(
@@ -232,18 +290,6 @@ def evaluate(
             "trained on; re-run `sejax prepare`"
         )
     split = input_pipeline.split_by_actor(shards.examples, config.data)
-    norm = input_pipeline.Normalization.from_json(meta["normalization"])
-    par = parallel.make_parallel(config.train)
-    par.check_batch_size(config.eval.batch_size, "eval.batch_size")
-    model = models.build_model(config.model, bn_axis_name=parallel.AXIS)
-    tx = train_state.make_optimizer(config.train, meta["steps_per_epoch"])
-    abstract = jax.eval_shape(
-        lambda: train_state.create_train_state(
-            jax.random.PRNGKey(0), model, (1, shards.num_frames, shards.num_mels), tx
-        )
-    )
-    state, _ = ckpts.restore(step, par.abstract_state(abstract))
-    ckpts.close()
     reports = {}
     for name in splits:
         if name not in split.indices:
@@ -252,10 +298,10 @@ def evaluate(
             )
         if len(split.indices[name]) == 0:
             continue
-        report = evaluate_split(par, state, shards, split.indices[name], norm,
-                                config.eval.batch_size)  # fmt: skip
-        report.update(split=name, step=int(step), actors=list(split.actors[name]))
-        json_path, png_path = evaluation.write_report(report, workdir / "eval", name)
+        report = evaluate_split(trained.par, trained.state, shards, split.indices[name],
+                                trained.norm, config.eval.batch_size)  # fmt: skip
+        report.update(split=name, step=trained.step, actors=list(split.actors[name]))
+        json_path, png_path = evaluation.write_report(report, trained.workdir / "eval", name)
         report["report_path"], report["confusion_png"] = str(json_path), str(png_path)
         reports[name] = report
     return reports
