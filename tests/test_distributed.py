@@ -180,9 +180,7 @@ def test_process_slices_form_the_single_process_batches(pipeline, num_processes)
 
 
 @pytest.mark.parametrize(("num_examples", "num_processes"), [(60, 2), (60, 4), (17, 2), (3, 4)])
-def test_evaluation_sees_every_example_once_across_processes(
-    pipeline, num_examples, num_processes
-):
+def test_evaluation_sees_every_example_once_across_processes(pipeline, num_examples, num_processes):
     shards, split, norm = pipeline
     indices = split.indices["validation"][:num_examples]
     parts = [

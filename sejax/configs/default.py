@@ -96,7 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = get_model_config()
 
     config.train = ml_collections.ConfigDict()
-    config.train.parallel = "pmap"  # 'pmap' | 'jit' (jit + Mesh + shard_map)
+    config.train.parallel = "jit"  # 'jit' (jit + Mesh + shard_map, multi-process) | 'pmap'
     config.train.batch_size = 32  # global batch, split across all local devices
     config.train.num_epochs = 10
     config.train.optimizer = "adam"  # 'adam' | 'adamw'
