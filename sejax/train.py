@@ -222,7 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "steps": step,
         "epochs": step // steps_per_epoch,
         "stopped_early": stopped_early,
-        "best_epoch": best_epoch,
+        # The epoch of the checkpoint evaluated (the best by validation UAR; on a tie, the later).
+        "best_epoch": _epoch_of(reports, steps_per_epoch, best_epoch),
         "train_seconds": round(train_seconds, 1),
         "num_devices": par.num_devices,
         "num_processes": jax.process_count(),
@@ -305,6 +306,11 @@ def evaluate(
         report["report_path"], report["confusion_png"] = str(json_path), str(png_path)
         reports[name] = report
     return reports
+
+
+def _epoch_of(reports: dict[str, dict[str, Any]], steps_per_epoch: int, fallback: int) -> int:
+    steps = [r["step"] for r in reports.values() if "step" in r]
+    return -(-steps[0] // steps_per_epoch) if steps else fallback
 
 
 def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
