@@ -1,0 +1,121 @@
+"""Train-step throughput of the reference network, and its model-FLOPs utilisation (MFU).
+
+    python benchmarks/step_throughput.py                        # batch 32, both parallel paths
+    python benchmarks/step_throughput.py --batch 32 128 --steps 20 --parallel jit
+
+For each configuration: compile time (first step), the median step time over ``--steps``
+timed steps after ``--warmup`` untimed ones, examples/s, achieved GFLOP/s (1.5 GFLOP per
+example per training step, from ``reference-model.md``; ``--flops-per-example`` to change)
+and MFU against the float32 matrix-multiply rate measured in the same run on the same
+device. Needs only JAX (no TensorFlow, no librosa), so it runs on accelerator machines.
+Ends with one JSON line per measured configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sejax import models, parallel, train_state
+from sejax.configs import default
+
+REFERENCE_TRAIN_FLOPS = 1.5e9  # per example, forward + backward (reference-model.md)
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 10, dtype=jnp.float32) -> float:
+    """The device's sustained dense matmul rate, measured here (the MFU denominator)."""
+    a = jnp.ones((n, n), dtype)
+    b = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f(a, b).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def measure(batch: int, mode: str, steps: int, warmup: int, unroll: int, dtype: str) -> dict:
+    config = default.get_config()
+    config.train.parallel, config.train.batch_size = mode, batch
+    config.model.scan_unroll, config.model.dtype = unroll, dtype
+    par = parallel.make_parallel(config.train)
+    model = models.build_model(config.model, bn_axis_name=parallel.AXIS)
+    num_frames = 1 + round(config.features.sample_rate * config.features.duration_s) // (
+        config.features.hop_length
+    )
+    shape = (1, num_frames, config.features.n_mels)
+    tx = train_state.make_optimizer(config.train, steps_per_epoch=100)
+    state = par.put_state(train_state.create_train_state(jax.random.PRNGKey(0), model, shape, tx))
+    rng = np.random.default_rng(0)
+    host = {
+        "features": rng.normal(size=(batch, *shape[1:])).astype(np.float32),
+        "label": rng.integers(0, config.model.num_classes, size=batch).astype(np.int32),
+    }
+    device_batch = par.put_batch(host)
+
+    start = time.perf_counter()
+    state, metrics = par.train_step(state, device_batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+        state, metrics = par.train_step(state, device_batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = par.train_step(state, device_batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    return {
+        "framework": "sejax",
+        "parallel": mode,
+        "devices": par.num_devices,
+        "batch": batch,
+        "scan_unroll": unroll,
+        "dtype": dtype,
+        "compile_s": round(compile_s, 2),
+        "step_ms": round(1e3 * step_s, 2),
+        "examples_per_s": round(batch / step_s, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[32])
+    parser.add_argument("--parallel", nargs="+", default=["jit", "pmap"], choices=["jit", "pmap"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--unroll", type=int, default=1, help="model.scan_unroll")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--flops-per-example", type=float, default=REFERENCE_TRAIN_FLOPS)
+    args = parser.parse_args()
+
+    peak = matmul_flops_per_s(dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+    device = jax.devices()[0]
+    rows = []
+    for mode in args.parallel:
+        for batch in args.batch:
+            row = measure(batch, mode, args.steps, args.warmup, args.unroll, args.dtype)
+            achieved = row["examples_per_s"] * args.flops_per_example
+            row.update(
+                device=f"{device.platform}:{device.device_kind}",
+                gflop_per_s=round(achieved / 1e9, 2),
+                matmul_gflop_per_s=round(peak / 1e9, 2),
+                mfu=round(achieved / peak, 4),
+            )
+            rows.append(row)
+    for row in rows:
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
