@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sejax.errors import ConfigError, SejaxError
+from sejax.preemption import Preempted
 
 REAL_DATA_HINT = (
     "To train on real RAVDESS: sejax train --workdir runs/ravdess "
@@ -243,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
         summary = args.fn(args, rest)
+    except Preempted as e:
+        print(f"sejax {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except SejaxError as e:
         print(f"sejax {args.command}: error: {e}", file=sys.stderr)
         return 2

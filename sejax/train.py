@@ -23,8 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sejax import config as config_lib
 from sejax import distributed, evaluation, features, input_pipeline, models, parallel, train_state
 from sejax.checkpoints import BEST_METRIC, Checkpoints, open_for_reading
-from sejax.errors import CheckpointError
+from sejax.errors import CheckpointError, SejaxError
 from sejax.metric_writers import create_writer
+from sejax.preemption import Preempted, StopSignals
 
 console = Console(stderr=True)
 
@@ -163,10 +164,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     step = start_step
     stopped_early = False
-    with _progress() as progress:
+    with _progress() as progress, StopSignals() as stop:
         task = progress.add_task("train", total=total_steps, completed=start_step, status="")
         for epoch in range(start_step // steps_per_epoch, tc.num_epochs):
-            train_metrics = []
+            pending = []  # device-side metrics of the steps not yet logged
             batches = shards.train_batches(
                 split.indices["train"], norm, batch_size=tc.batch_size, seed=config.seed,
                 epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
@@ -175,13 +176,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             for batch in batches:
                 state, metrics = par.train_step(state, par.put_batch(batch))
                 step += 1
-                train_metrics.append(metrics)
+                pending.append(metrics)
                 if step % tc.log_every_steps == 0 or step == total_steps:
-                    scalars = _mean(train_metrics)
+                    scalars = _mean(_check_finite(pending, step, ckpts))
                     writer.write_scalars(step, {f"train_{k}": v for k, v in scalars.items()})
-                    train_metrics = []
+                    pending = []
                     progress.update(task, status=f"loss {scalars['loss']:.3f}")
                 progress.update(task, completed=step)
+                if stop.signum is not None:
+                    break
+            if stop.signum is not None:  # preempted: checkpoint this step, then stop
+                _check_finite(pending, step, ckpts)
+                ckpts.save(
+                    step, par.get_state(state),
+                    dict(meta, epoch=epoch, best_val_uar=best_uar, best_epoch=best_epoch),
+                )  # fmt: skip
+                ckpts.close()
+                writer.close()
+                raise Preempted(stop.signum, step, workdir)
             epoch_done = epoch + 1
             last = epoch_done == tc.num_epochs
             scalars = {"epoch": epoch_done}
@@ -203,6 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             patience = tc.early_stopping_patience
             stopped_early = patience > 0 and best_epoch >= 0 and epoch_done - best_epoch >= patience
             if epoch_done % tc.checkpoint_every_epochs == 0 or last or stopped_early:
+                _check_finite(pending, step, ckpts)  # never checkpoint a diverged state
                 ckpt_metrics = {BEST_METRIC: scalars["val_uar"]} if "val_uar" in scalars else None
                 ckpts.save(
                     step, par.get_state(state),
@@ -308,9 +321,35 @@ def evaluate(
     return reports
 
 
+def _check_finite(pending: list[dict[str, Any]], step: int, ckpts: Checkpoints) -> list:
+    """Raises (naming the first bad step) if a loss or gradient norm is NaN or Inf.
+
+    Called before every log and every checkpoint, so a diverged state is never saved: the
+    latest checkpoint stays the last good one.
+    """
+    host = jax.device_get(pending)
+    for offset, metrics in enumerate(host):
+        if not all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm") if k in metrics):
+            ckpts.close()  # lets pending async saves (of good states) finish
+            bad = step - len(host) + offset + 1
+            latest = ckpts.latest_step()
+            kept = f"checkpoint step {latest}" if latest is not None else "no checkpoint yet"
+            raise NonFiniteError(
+                f"non-finite training loss or gradient at step {bad} "
+                f"(loss {metrics['loss']}, grad_norm {metrics.get('grad_norm')}); nothing from "
+                f"it was saved (latest: {kept}). Lower train.learning_rate or set "
+                "train.grad_clip_norm."
+            )
+    return host
+
+
 def _epoch_of(reports: dict[str, dict[str, Any]], steps_per_epoch: int, fallback: int) -> int:
     steps = [r["step"] for r in reports.values() if "step" in r]
     return -(-steps[0] // steps_per_epoch) if steps else fallback
+
+
+class NonFiniteError(SejaxError):
+    """Training diverged: a loss or gradient norm became NaN or Inf."""
 
 
 def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
