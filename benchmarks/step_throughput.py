@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sejax import models, parallel, train_state
+from sejax import features, parallel, train_state
 from sejax.configs import default
 
 REFERENCE_TRAIN_FLOPS = 1.5e9  # per example, forward + backward (reference-model.md)
@@ -47,13 +47,11 @@ def measure(batch: int, mode: str, steps: int, warmup: int, unroll: int, dtype: 
     config.train.parallel, config.train.batch_size = mode, batch
     config.model.scan_unroll, config.model.dtype = unroll, dtype
     par = parallel.make_parallel(config.train)
-    model = models.build_model(config.model, bn_axis_name=parallel.AXIS)
-    num_frames = 1 + round(config.features.sample_rate * config.features.duration_s) // (
-        config.features.hop_length
+    fresh = train_state.create_train_state_from_config(
+        config, steps_per_epoch=100, seed=0, bn_axis_name=parallel.AXIS
     )
-    shape = (1, num_frames, config.features.n_mels)
-    tx = train_state.make_optimizer(config.train, steps_per_epoch=100)
-    state = par.put_state(train_state.create_train_state(jax.random.PRNGKey(0), model, shape, tx))
+    state = par.put_state(fresh)
+    shape = (1, features.num_frames(config.features), config.features.n_mels)
     rng = np.random.default_rng(0)
     host = {
         "features": rng.normal(size=(batch, *shape[1:])).astype(np.float32),

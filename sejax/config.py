@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from sejax import corpora, distributed
+from sejax import corpora, distributed, features
 from sejax.configs import default
 from sejax.corpora import labels as labels_lib
 from sejax.corpora import sources as sources_lib
@@ -199,7 +199,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if not 0.0 <= get(config, key) < 1.0:
             raise ConfigError(f"{key}={get(config, key)} must be in [0, 1)")
     # The time and frequency axes must survive every pooling stage (at least one frame left).
-    frames = 1 + round(f.sample_rate * f.duration_s) // f.hop_length
+    frames = features.num_frames(f)
     bands = f.n_mels
     for _ in m.conv_channels:
         frames, bands = frames // m.pool, bands // m.pool

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sejax import config as config_lib
-from sejax import distributed, evaluation, features, input_pipeline, models, parallel, train_state
+from sejax import distributed, evaluation, input_pipeline, parallel, train_state
 from sejax.checkpoints import BEST_METRIC, Checkpoints, open_for_reading
 from sejax.errors import CheckpointError, SejaxError
 from sejax.metric_writers import create_writer
@@ -126,10 +126,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # Model, optimizer, parallel steps, train state.
     par = parallel.make_parallel(tc)
     par.check_batch_size(config.eval.batch_size, "eval.batch_size")
-    model = models.build_model(config.model, bn_axis_name=parallel.AXIS)
-    tx = train_state.make_optimizer(tc, steps_per_epoch)
-    state = train_state.create_train_state(
-        jax.random.PRNGKey(config.seed), model, (1, shards.num_frames, shards.num_mels), tx
+    state = train_state.create_train_state_from_config(
+        config, steps_per_epoch, seed=config.seed, bn_axis_name=parallel.AXIS
     )
     meta = {
         "config": config.to_dict(),
@@ -278,11 +276,10 @@ def load_trained(workdir: str | Path, checkpoint: str = "best") -> Trained:
         config = config_lib.from_dict(meta["config"])
         par = parallel.make_parallel(config.train)
         par.check_batch_size(config.eval.batch_size, "eval.batch_size")
-        model = models.build_model(config.model, bn_axis_name=parallel.AXIS)
-        tx = train_state.make_optimizer(config.train, meta["steps_per_epoch"])
-        shape = (1, features.num_frames(config.features), int(config.features.n_mels))
         abstract = jax.eval_shape(
-            lambda: train_state.create_train_state(jax.random.PRNGKey(0), model, shape, tx)
+            lambda: train_state.create_train_state_from_config(
+                config, meta["steps_per_epoch"], seed=0, bn_axis_name=parallel.AXIS
+            )
         )
         state, _ = ckpts.restore(step, par.abstract_state(abstract))
     finally:
@@ -352,9 +349,8 @@ class NonFiniteError(SejaxError):
     """Training diverged: a loss or gradient norm became NaN or Inf."""
 
 
-def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
-    host = jax.device_get(metrics)
-    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+def _mean(host_metrics: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[0]}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -139,6 +139,26 @@ def _init_variables(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ..
     return model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
 
 
+def create_train_state_from_config(
+    config: ml_collections.ConfigDict,
+    steps_per_epoch: int,
+    *,
+    seed: int,
+    bn_axis_name: str | None,
+) -> TrainState:
+    """The model, optimizer and fresh state that a run's config describes.
+
+    The input shape comes from ``config.features``, so training, restoring a checkpoint and
+    benchmarks all build the same state from the same keys.
+    """
+    from sejax import features, models
+
+    model = models.build_model(config.model, bn_axis_name=bn_axis_name)
+    tx = make_optimizer(config.train, steps_per_epoch)
+    shape = (1, features.num_frames(config.features), int(config.features.n_mels))
+    return create_train_state(jax.random.PRNGKey(seed), model, shape, tx)
+
+
 def create_train_state(
     rng: jax.Array, model: nn.Module, input_shape: Sequence[int], tx: optax.GradientTransformation
 ) -> TrainState:
