@@ -14,6 +14,7 @@ Ends with one JSON line per measured configuration.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -42,10 +43,13 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 10, dtype=jnp.float32) -> f
     return 2 * n**3 / statistics.median(times)
 
 
-def measure(batch: int, mode: str, steps: int, warmup: int, unroll: int, dtype: str) -> dict:
+def measure(
+    batch: int, mode: str, steps: int, warmup: int, unroll: int, dtype: str, fast_ops: bool = True
+) -> dict:
     config = default.get_config()
     config.train.parallel, config.train.batch_size = mode, batch
     config.model.scan_unroll, config.model.dtype = unroll, dtype
+    config.model.fast_ops = fast_ops
     par = parallel.make_parallel(config.train)
     fresh = train_state.create_train_state_from_config(
         config, steps_per_epoch=100, seed=0, bn_axis_name=parallel.AXIS
@@ -80,6 +84,7 @@ def measure(batch: int, mode: str, steps: int, warmup: int, unroll: int, dtype: 
         "batch": batch,
         "scan_unroll": unroll,
         "dtype": dtype,
+        "fast_ops": fast_ops,
         "compile_s": round(compile_s, 2),
         "step_ms": round(1e3 * step_s, 2),
         "examples_per_s": round(batch / step_s, 2),
@@ -94,23 +99,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--unroll", type=int, default=1, help="model.scan_unroll")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--fast-ops",
+        default="on",
+        choices=["on", "off", "both"],
+        help="model.fast_ops (sejax/kernels.py); 'both' measures each, side by side",
+    )
     parser.add_argument("--flops-per-example", type=float, default=REFERENCE_TRAIN_FLOPS)
     args = parser.parse_args()
 
     peak = matmul_flops_per_s(dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     device = jax.devices()[0]
     rows = []
-    for mode in args.parallel:
-        for batch in args.batch:
-            row = measure(batch, mode, args.steps, args.warmup, args.unroll, args.dtype)
-            achieved = row["examples_per_s"] * args.flops_per_example
-            row.update(
-                device=f"{device.platform}:{device.device_kind}",
-                gflop_per_s=round(achieved / 1e9, 2),
-                matmul_gflop_per_s=round(peak / 1e9, 2),
-                mfu=round(achieved / peak, 4),
-            )
-            rows.append(row)
+    fast_ops = {"on": [True], "off": [False], "both": [False, True]}[args.fast_ops]
+    for mode, batch, fast in itertools.product(args.parallel, args.batch, fast_ops):
+        row = measure(batch, mode, args.steps, args.warmup, args.unroll, args.dtype, fast)
+        achieved = row["examples_per_s"] * args.flops_per_example
+        row.update(
+            device=f"{device.platform}:{device.device_kind}",
+            gflop_per_s=round(achieved / 1e9, 2),
+            matmul_gflop_per_s=round(peak / 1e9, 2),
+            mfu=round(achieved / peak, 4),
+        )
+        rows.append(row)
     for row in rows:
         print(json.dumps(row), flush=True)
 

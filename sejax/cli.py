@@ -1,4 +1,4 @@
-"""The ``sejax`` command: prepare, train, evaluate, download; predict, export, report
+"""The ``sejax`` command: prepare, train, cv, evaluate, download; predict, export, report
 (those three live in `sejax.cli_inference`).
 
 Each command shows progress on standard error and ends its standard output with one JSON line
@@ -74,6 +74,25 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, A
     if not config.data.path:
         print("This was the built-in synthetic demo corpus. " + REAL_DATA_HINT)
     return {"command": "train", **summary}
+
+
+def cmd_cv(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
+    """k-fold cross-validation: trains the folds not yet finished, then reports them all."""
+    config = _config(args, overrides)
+    from sejax import cv  # after the config checks
+
+    workdir = Path(args.workdir)
+    record = cv.run(config, workdir, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(cv.format_table(record))
+    print(f"Cross-validation record: {workdir / 'cv.json'} (pooled confusion matrix and "
+          "learning curves beside it; each fold's reports in fold_<i>/)")  # fmt: skip
+    if record["leaking"]:
+        print(f"WARNING: {record['protocol']}: these scores overstate accuracy on unseen "
+              "speakers", file=sys.stderr)  # fmt: skip
+    if not record["complete"]:
+        print(f"{len(record['folds_done'])} of {record['num_folds']} folds done; run the same "
+              "command without cv.only_folds to finish and pool them all")  # fmt: skip
+    return cv.summary_line(record, workdir)
 
 
 def cmd_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
@@ -195,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(distributed.process_id, env JAX_PROCESS_ID)")  # fmt: skip
     p.set_defaults(fn=cmd_train)
 
+    p = sub.add_parser(
+        "cv", help="k-fold actor-disjoint cross-validation (resumes; writes WORKDIR/cv.json)"
+    )
+    p.add_argument("--workdir", required=True, help="folds train in WORKDIR/fold_<i>")
+    p.add_argument("--config", default=None, help="config file; default: the demo corpus")
+    p.set_defaults(fn=cmd_cv)
+
     p = sub.add_parser("evaluate", help="evaluate a trained workdir on a split or another corpus")
     p.add_argument("--workdir", required=True)
     p.add_argument("--split", default=None, choices=("train", "validation", "test"),
@@ -240,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     absl.logging.set_verbosity(absl.logging.ERROR)  # Orbax's info/warnings drown the progress
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command not in ("prepare", "train"):
+    if rest and args.command not in ("prepare", "train", "cv"):
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
         summary = args.fn(args, rest)

@@ -26,7 +26,7 @@ from sejax.errors import ConfigError
 # Allowed values of the string-valued keys; `validate` checks them and error messages list them.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": corpora.NAMES,
-    "data.split_by": ("actor", "manifest"),
+    "data.split_by": ("actor", "manifest", "random"),
     "data.on_bad_name": ("error", "skip"),
     "data.normalization": ("per_band", "global", "none"),
     "features.crop": ("start", "center"),
@@ -219,7 +219,119 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if split not in SPLITS:
             raise ConfigError(f"eval.splits has {split!r}; choose from {list(SPLITS)}")
     distributed.check_config(config)
+    _validate_split(config)
+    _validate_training_extras(config)
+    _validate_cv(config)
     return config
+
+
+# Keys added after the first release are read with defaults, so configs saved by older runs
+# (checkpoint meta, exported models) still validate.
+CV_FOLD_SETS = ("balanced", "emobox")
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def _ints(key: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, tuple | list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise ConfigError(f"{key}={value!r} must be a tuple of integers")
+    return tuple(value)
+
+
+def _validate_split(config: ml_collections.ConfigDict) -> None:
+    """A random split needs data.allow_leakage and parts that leave train and test rows."""
+    data = config.data
+    if data.get("split_by") != "random":
+        return
+    if not data.get("allow_leakage", False):
+        from sejax.input_pipeline import RANDOM_SPLIT_NEEDS_LEAKAGE
+
+        raise ConfigError(RANDOM_SPLIT_NEEDS_LEAKAGE)
+    parts = data.get("random_parts", 10)
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 2:
+        raise ConfigError(f"data.random_parts={parts!r} must be an integer >= 2")
+    val = set(_ints("data.random_val_parts", data.get("random_val_parts", ())))
+    test = set(_ints("data.random_test_parts", data.get("random_test_parts", ())))
+    bad = sorted(p for p in val | test if not 0 <= p < parts)
+    if bad:
+        raise ConfigError(f"data.random_val_parts/random_test_parts name parts {bad}, not in "
+                          f"0..{parts - 1} (data.random_parts={parts})")  # fmt: skip
+    if val & test:
+        raise ConfigError(
+            f"data.random_val_parts and data.random_test_parts share {sorted(val & test)}"
+        )
+    if not test or len(val | test) >= parts:
+        raise ConfigError(
+            f"data.random_test_parts={sorted(test)} and data.random_val_parts={sorted(val)} must "
+            f"leave at least one of the {parts} parts for test and one for training"
+        )
+
+
+def _validate_training_extras(config: ml_collections.ConfigDict) -> None:
+    """Loss options (train.label_smoothing, train.class_weights) and config.augment."""
+    smoothing = config.train.get("label_smoothing", 0.0)
+    if not 0.0 <= smoothing < 1.0:
+        raise ConfigError(f"train.label_smoothing={smoothing!r} must be in [0, 1)")
+    weights = config.train.get("class_weights", "none")
+    if weights not in CLASS_WEIGHTS:
+        raise ConfigError(
+            f"train.class_weights={weights!r} is not allowed; choose one of {list(CLASS_WEIGHTS)}"
+        )
+    a = config.get("augment", ml_collections.ConfigDict())
+    for key in ("time_masks", "time_mask_width", "freq_masks", "freq_mask_width"):
+        value = a.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"augment.{key}={value!r} must be an integer >= 0")
+    for key in ("mixup_alpha", "gain_db", "noise_std", "speed", "pitch_bands"):
+        if not a.get(key, 0.0) >= 0:
+            raise ConfigError(f"augment.{key}={a.get(key)!r} must be >= 0 (0 disables it)")
+    if a.get("speed", 0.0) >= 1.0:
+        raise ConfigError(f"augment.speed={a.speed!r} must be < 1 (a factor in [1-s, 1+s])")
+    if a.get("pitch_bands", 0.0) >= config.features.n_mels:
+        raise ConfigError(
+            f"augment.pitch_bands={a.pitch_bands!r} must be < features.n_mels="
+            f"{config.features.n_mels}"
+        )
+
+
+def _validate_cv(config: ml_collections.ConfigDict) -> None:
+    """Fold count, named or explicit folds, validation actors per fold, folds to run."""
+    cv = config.get("cv")
+    if cv is None:
+        return
+    k = cv.get("num_folds", 6)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ConfigError(f"cv.num_folds={k!r} must be an integer >= 2")
+    fold_set = cv.get("fold_set", "balanced")
+    if fold_set not in CV_FOLD_SETS:
+        raise ConfigError(
+            f"cv.fold_set={fold_set!r} is not allowed; choose one of {list(CV_FOLD_SETS)}"
+        )
+    folds = cv.get("folds", ())
+    if folds:
+        if not isinstance(folds, tuple | list) or len(folds) < 2:
+            raise ConfigError(f"cv.folds={folds!r} must list the test actors of at least 2 folds")
+        seen: dict[int, int] = {}
+        for i, fold in enumerate(folds):
+            if not _ints(f"cv.folds[{i}]", fold):
+                raise ConfigError(f"cv.folds[{i}] is empty: every fold needs test actors")
+            for actor in fold:
+                if actor in seen:
+                    raise ConfigError(
+                        f"cv.folds: actor {actor} is in fold {seen[actor]} and fold {i}"
+                    )
+                seen[actor] = i
+        k = len(folds)
+    elif fold_set == "emobox" and k != 6:
+        raise ConfigError(f"cv.fold_set='emobox' has 6 folds, but cv.num_folds={k}")
+    per_fold = cv.get("val_actors_per_fold", 2)
+    if isinstance(per_fold, bool) or not isinstance(per_fold, int) or per_fold < 1:
+        raise ConfigError(f"cv.val_actors_per_fold={per_fold!r} must be an integer >= 1")
+    only = _ints("cv.only_folds", cv.get("only_folds", ()))
+    bad = sorted(i for i in only if not 0 <= i < k)
+    if bad:
+        raise ConfigError(f"cv.only_folds names folds {bad}; folds are numbered 0..{k - 1}")
 
 
 def _validate_labels(config: ml_collections.ConfigDict) -> None:

@@ -57,6 +57,21 @@ def classification_metrics(
     return report
 
 
+def predictions_record(index: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> dict:
+    """Per-example predictions in metadata order: index, label, predicted class, softmax
+    probabilities (5 decimals), as JSON lists."""
+    order = np.argsort(index, kind="stable")
+    logits = np.asarray(logits, np.float64)[order]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return {
+        "index": np.asarray(index)[order].astype(int).tolist(),
+        "label": np.asarray(labels)[order].astype(int).tolist(),
+        "pred": logits.argmax(-1).astype(int).tolist(),
+        "probs": np.round(probs, 5).tolist(),
+    }
+
+
 def plot_confusion_matrix(
     confusion: Sequence[Sequence[int]], label_names: Sequence[str], path: Path, title: str = ""
 ) -> Path:

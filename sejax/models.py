@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from sejax import kernels
 from sejax.errors import ConfigError
 
 TEMPORAL_POOLINGS = ("mean", "max", "attention")
@@ -45,10 +46,18 @@ class ConvBlock(nn.Module):
     bn_epsilon: float = 1e-3
     bn_axis_name: str | None = None
     dtype: Any = jnp.float32
+    fast_ops: bool = True
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        x = nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME", dtype=self.dtype)(x)
+        # fast_ops: same math, formulated for XLA:CPU (sejax/kernels.py); parameters identical.
+        x = nn.Conv(
+            self.features,
+            (self.kernel, self.kernel),
+            padding="SAME",
+            dtype=self.dtype,
+            conv_general_dilated=kernels.conv_general_dilated if self.fast_ops else None,
+        )(x)
         # axis_name makes the batch statistics those of the global batch under pmap/shard_map.
         x = nn.BatchNorm(
             use_running_average=not train,
@@ -58,8 +67,11 @@ class ConvBlock(nn.Module):
             dtype=self.dtype,
         )(x)
         x = nn.relu(x)
-        window = (self.pool, self.pool)
-        x = nn.max_pool(x, window, strides=window, padding="VALID")
+        if self.fast_ops:
+            x = kernels.max_pool(x, self.pool)
+        else:
+            window = (self.pool, self.pool)
+            x = nn.max_pool(x, window, strides=window, padding="VALID")
         return nn.Dropout(self.dropout, deterministic=not train)(x)
 
 
@@ -116,6 +128,7 @@ class CnnBiLstm(nn.Module):
     bn_epsilon: float = 1e-3
     scan_unroll: int = 1
     dtype: str = "float32"
+    fast_ops: bool = True
     bn_axis_name: str | None = None
 
     def _check_input(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -150,6 +163,7 @@ class CnnBiLstm(nn.Module):
                 bn_epsilon=self.bn_epsilon,
                 bn_axis_name=self.bn_axis_name,
                 dtype=dtype,
+                fast_ops=self.fast_ops,
                 name=f"conv_{i}",
             )(x, train=train)
 
@@ -195,6 +209,8 @@ def build_model(
         if not all(isinstance(c, int) and c > 0 for c in channels):
             raise ConfigError(f"model.conv_channels={channels!r} must be positive integers")
         cfg["conv_channels"] = channels
+    if "fast_ops" in cfg and not isinstance(cfg["fast_ops"], bool):
+        raise ConfigError(f"model.fast_ops={cfg['fast_ops']!r} must be True or False")
     for key in ("conv_dropout", "head_dropout"):
         if key in cfg and not 0.0 <= cfg[key] < 1.0:
             raise ConfigError(f"model.{key}={cfg[key]!r} must be in [0, 1)")

@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sejax import distributed, steps
+from sejax import augment, distributed, steps
 from sejax.errors import ConfigError
 from sejax.train_state import TrainState
 
@@ -58,7 +58,12 @@ class Parallel:
     returns host numpy arrays in global batch order.
     """
 
-    def __init__(self, mode: str, devices: Sequence[jax.Device] | None = None):
+    def __init__(
+        self,
+        mode: str,
+        devices: Sequence[jax.Device] | None = None,
+        recipe: augment.Recipe | None = None,
+    ):
         if mode not in MODES:
             raise ConfigError(f"train.parallel={mode!r} is not one of {list(MODES)}")
         if mode == "pmap" and jax.process_count() > 1:
@@ -81,7 +86,7 @@ class Parallel:
         self.replicated = NamedSharding(self.mesh, P())
         self.sharded = NamedSharding(self.mesh, P(AXIS))
 
-        train = functools.partial(steps.train_step, axis_name=AXIS)
+        train = functools.partial(steps.train_step, axis_name=AXIS, recipe=recipe)
         evaluate = functools.partial(steps.eval_step, axis_name=AXIS)
         if mode == "pmap":
             pmap = functools.partial(
@@ -190,9 +195,13 @@ def _gather(x: jax.Array) -> np.ndarray:
 
 
 def make_parallel(
-    train_cfg: ml_collections.ConfigDict, *, devices: Sequence[jax.Device] | None = None
+    train_cfg: ml_collections.ConfigDict,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    recipe: augment.Recipe | None = None,
 ) -> Parallel:
-    """The path named by ``train.parallel``, checked against ``train.batch_size``."""
-    parallel = Parallel(train_cfg.get("parallel", "pmap"), devices)
+    """The path named by ``train.parallel``, checked against ``train.batch_size``; the train
+    step augments with ``recipe`` (`sejax.augment`) when given."""
+    parallel = Parallel(train_cfg.get("parallel", "pmap"), devices, recipe)
     parallel.check_batch_size(train_cfg.batch_size)
     return parallel

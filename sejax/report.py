@@ -192,6 +192,13 @@ def build_html(workdir: str | Path) -> tuple[str, list[str]]:
     parts = [f"<h1>sejax run report</h1><p class=muted>{html.escape(str(workdir))}<br>"
              f"generated {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC} by sejax "
              f"{html.escape(__version__)}</p>"]  # fmt: skip
+    leaking = (isinstance(split, dict) and split.get("leaking")) or any(
+        r.get("leaking") for _, r in _eval_reports(workdir / "eval")
+    )
+    if leaking:  # data.allow_leakage: say so before any number
+        parts.append("<p style='color:#b00;font-weight:bold'>LEAKING SPLIT: a speaker or an "
+                     "identical recording is in training and in evaluation (see split.json), "
+                     "so these scores overstate accuracy on unseen speakers.</p>")  # fmt: skip
 
     evals = _eval_reports(workdir / "eval")
     if evals:
@@ -232,7 +239,7 @@ def build_html(workdir: str | Path) -> tuple[str, list[str]]:
         names = [n for n in SPLIT_ORDER if n in split] + [n for n in split if n not in SPLIT_ORDER]
         parts.append(_table(["split", "examples", "actors"], [
             [n, split[n].get("num_examples", ""), ", ".join(map(str, split[n].get("actors", [])))]
-            for n in names if isinstance(split[n], dict)
+            for n in names if isinstance(split[n], dict) and "num_examples" in split[n]
         ]))  # fmt: skip
     else:
         parts.append("<p class=muted>no split.json</p>")

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from sejax import augment
 from sejax.errors import ConfigError
 from sejax.train_state import TrainState, learning_rate
 
@@ -84,15 +85,18 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def train_step(
-    state: TrainState, batch: Batch, *, axis_name: str | None
+    state: TrainState, batch: Batch, *, axis_name: str | None, recipe: augment.Recipe | None = None
 ) -> tuple[TrainState, Metrics]:
     """One optimizer update on this device's slice ``{'features': [b,T,F], 'label': [b]}``.
 
     Returns the new (replicated) state and global-batch metrics: loss, accuracy, grad_norm
-    (before clipping) and learning_rate (the rate this update used).
+    (before clipping) and learning_rate (the rate this update used). A ``recipe``
+    (`sejax.augment`) augments the batch and sets the loss; None is the reference step.
     """
     _check_bn_axis(state, axis_name)
     dropout_key = _dropout_key(state, axis_name)
+    if recipe is not None:
+        batch = augment.apply(recipe, jax.random.fold_in(dropout_key, 1), batch)
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         logits, updates = state.apply_fn(
@@ -102,7 +106,10 @@ def train_step(
             rngs={"dropout": dropout_key},
             mutable=["batch_stats"],
         )
-        loss = jnp.mean(cross_entropy(logits, batch["label"]))
+        if recipe is None:
+            loss = jnp.mean(cross_entropy(logits, batch["label"]))
+        else:
+            loss = augment.loss(recipe, logits, batch)
         return loss, (logits, updates["batch_stats"])
 
     params = _as_varying(state.params, axis_name)

@@ -20,8 +20,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sejax import augment, distributed, evaluation, input_pipeline, parallel, train_state
 from sejax import config as config_lib
-from sejax import distributed, evaluation, input_pipeline, parallel, train_state
 from sejax.checkpoints import BEST_METRIC, Checkpoints, open_for_reading
 from sejax.errors import CheckpointError, SejaxError
 from sejax.metric_writers import create_writer
@@ -75,13 +75,20 @@ def predict_split(
     }
 
 
-def evaluate_split(par, state, shards, indices, norm, batch_size) -> dict[str, Any]:
+def evaluate_split(
+    par, state, shards, indices, norm, batch_size, predictions: bool = False
+) -> dict[str, Any]:
     out = predict_split(par, state, shards, indices, norm, batch_size)
     if len(out["index"]) != len(indices) or set(out["index"]) != set(indices.tolist()):
         raise AssertionError("evaluation did not see every example of the split exactly once")
-    return evaluation.classification_metrics(
+    report = evaluation.classification_metrics(
         out["labels"], out["logits"].argmax(-1), shards.label_names, out["losses"]
     )
+    if predictions:  # per example, for pooling over folds (sejax.cv) and later analysis
+        report["predictions"] = evaluation.predictions_record(
+            out["index"], out["labels"], out["logits"]
+        )
+    return report
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,6 +121,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     split = input_pipeline.split_by_actor(shards.examples, config.data)
     if main:
         input_pipeline.write_split(workdir / "split.json", split, shards.examples)
+    if split.leaking:
+        console.print(f"[bold red]WARNING: leaking split[/] {LEAKING_NOTE}")
     norm = shards.normalization(split.indices["train"], config.data.normalization)
     steps_per_epoch = len(split.indices["train"]) // tc.batch_size
     if steps_per_epoch == 0:
@@ -124,7 +133,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     total_steps = steps_per_epoch * tc.num_epochs
 
     # Model, optimizer, parallel steps, train state.
-    par = parallel.make_parallel(tc)
+    train_labels = [int(shards.examples[i]["label"]) for i in split.indices["train"]]
+    counts = np.bincount(train_labels, minlength=len(shards.label_names))
+    # Augmentation and loss options; None (the reference step) unless the config asks.
+    recipe = augment.from_config(config, band_std=norm.std, class_counts=counts)
+    par = parallel.make_parallel(tc, recipe=recipe)
     par.check_batch_size(config.eval.batch_size, "eval.batch_size")
     state = train_state.create_train_state_from_config(
         config, steps_per_epoch, seed=config.seed, bn_axis_name=parallel.AXIS
@@ -239,6 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "num_devices": par.num_devices,
         "num_processes": jax.process_count(),
         "parallel": tc.parallel,
+        "leaking": split.leaking,
     }
     for name, report in reports.items():
         summary[name] = {
@@ -310,8 +324,9 @@ def evaluate(
         if len(split.indices[name]) == 0:
             continue
         report = evaluate_split(trained.par, trained.state, shards, split.indices[name],
-                                trained.norm, config.eval.batch_size)  # fmt: skip
-        report.update(split=name, step=trained.step, actors=list(split.actors[name]))
+                                trained.norm, config.eval.batch_size, predictions=True)  # fmt: skip
+        report.update(split=name, step=trained.step, actors=list(split.actors[name]),
+                      leaking=split.leaking)  # fmt: skip
         json_path, png_path = evaluation.write_report(report, trained.workdir / "eval", name)
         report["report_path"], report["confusion_png"] = str(json_path), str(png_path)
         reports[name] = report
@@ -343,6 +358,12 @@ def _check_finite(pending: list[dict[str, Any]], step: int, ckpts: Checkpoints) 
 def _epoch_of(reports: dict[str, dict[str, Any]], steps_per_epoch: int, fallback: int) -> int:
     steps = [r["step"] for r in reports.values() if "step" in r]
     return -(-steps[0] // steps_per_epoch) if steps else fallback
+
+
+LEAKING_NOTE = (
+    "(data.allow_leakage=True): a speaker or an identical recording is on both sides, so the "
+    "scores overstate accuracy on unseen speakers; every report of this run says so."
+)
 
 
 class NonFiniteError(SejaxError):

@@ -1,0 +1,136 @@
+"""Max-pooling and convolution written the way XLA:CPU runs fast; same math as the lax ops.
+
+Profiling the reference train step on XLA:CPU (``benchmarks/README.md``) showed two
+hot spots that are not FLOPs but formulation:
+
+* ``lax.reduce_window`` max-pooling differentiates into ``select_and_scatter``, which XLA:CPU
+  runs element by element (3-25x slower than the whole forward pool). ``max_pool`` below is
+  the maximum of the ``p*p`` strided slices of the window instead: the forward values are
+  identical and its gradient is an elementwise select that fuses with its neighbours.
+* the gradient of ``lax.conv_general_dilated`` with respect to the kernel lowers to a
+  "backward filter" convolution that XLA:CPU runs at a fraction of its matmul rate.
+  ``conv2d_same`` keeps XLA's forward convolution, computes the input gradient as another
+  forward convolution (flipped, transposed kernel) and the kernel gradient as one matrix
+  product of the im2col patches with the output gradient.
+
+Both are hand-written because no library offers these formulations for XLA:CPU, and they are
+measurably faster there (``benchmarks/step_throughput.py --fast-ops both``). They are
+selected by ``model.fast_ops`` (default on); gradients agree with the lax versions to float32
+rounding, and tests check both.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def max_pool(x: jax.Array, window: int) -> jax.Array:
+    """``window x window`` max-pool with stride ``window``, VALID (floor), on ``[B, H, W, C]``."""
+    _, h, w, _ = x.shape
+    x = x[:, : h // window * window, : w // window * window]
+    parts = [x[:, i::window, j::window] for i in range(window) for j in range(window)]
+    return functools.reduce(jnp.maximum, parts)
+
+
+def _same_pads(kernel_shape: Sequence[int]) -> list[tuple[int, int]]:
+    """lax's SAME padding at stride 1: k - 1 in total, the extra one after."""
+    return [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_shape]
+
+
+def _conv(x: jax.Array, kernel: jax.Array, pads: list[tuple[int, int]]) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_NHWC)
+
+
+@jax.custom_vjp
+def conv2d_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 SAME convolution of ``[B, H, W, Cin]`` with an ``[kh, kw, Cin, Cout]`` kernel."""
+    return _conv(x, kernel, _same_pads(kernel.shape[:2]))
+
+
+def _conv2d_same_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
+    return conv2d_same(x, kernel), (x, kernel)
+
+
+def _conv2d_same_bwd(residuals: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x, kernel = residuals
+    kh, kw, cin, cout = kernel.shape
+    pads = _same_pads((kh, kw))
+    # Input gradient: correlate dy with the flipped kernel, in/out channels swapped.
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    dx = _conv(dy, flipped, [(hi, lo) for lo, hi in pads])
+    # Kernel gradient: patches [N, kh*kw*Cin] contracted with dy [N, Cout] over N = B*H*W.
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    patches = jnp.concatenate(
+        [padded[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], axis=-1
+    )
+    dkernel = lax.dot_general(
+        patches.reshape(-1, kh * kw * cin),
+        dy.reshape(-1, cout).astype(patches.dtype),
+        (((0,), (0,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )
+    return dx.astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv2d_same.defvjp(_conv2d_same_fwd, _conv2d_same_bwd)
+
+
+def _is_same_padding(padding: Any, kernel_shape: Sequence[int]) -> bool:
+    if isinstance(padding, str):
+        return padding.upper() == "SAME"
+    return [tuple(p) for p in padding] == _same_pads(kernel_shape)
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """Drop-in for ``lax.conv_general_dilated`` (``flax.linen.Conv(conv_general_dilated=)``).
+
+    Stride-1, undilated, ungrouped SAME 2-D convolutions in NHWC/HWIO take ``conv2d_same``;
+    anything else goes to lax unchanged.
+    """
+    ones = (1,) * (lhs.ndim - 2)
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    supported = (
+        lhs.ndim == 4
+        and tuple(window_strides) == ones
+        and tuple(lhs_dilation or ones) == ones
+        and tuple(rhs_dilation or ones) == ones
+        and feature_group_count == 1
+        and not kwargs
+        and dimension_numbers is not None
+        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+        and _is_same_padding(padding, rhs.shape[:2])
+    )
+    if not supported:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    return conv2d_same(lhs, rhs)

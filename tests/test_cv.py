@@ -1,0 +1,294 @@
+"""Cross-validation: fold construction, the `sejax cv` driver, aggregation, the end-to-end run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sejax import cli, cv, evaluation, input_pipeline, prepare, train
+from sejax import config as config_lib
+from sejax.configs.default import EMOTIONS, get_config
+from sejax.errors import ConfigError
+from tests.conftest import tiny_args
+
+
+def ravdess_genders(actors=range(1, 25)) -> dict[int, str]:
+    return {a: "male" if a % 2 else "female" for a in actors}
+
+
+def check_folds(folds, genders):
+    """Disjoint and complete test sets; validation from the fold's own training actors."""
+    actors = set(genders)
+    tested = [a for f in folds for a in f.test]
+    assert sorted(tested) == sorted(actors)  # each actor tested exactly once
+    for f in folds:
+        assert set(f.test) | set(f.validation) | set(f.train) == actors
+        assert not set(f.test) & set(f.validation)
+        assert not set(f.train) & (set(f.test) | set(f.validation))
+        assert f.validation and f.train
+    sizes = [len(f.test) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    for gender in ("male", "female", "unknown"):
+        counts = [sum(genders[a] == gender for a in f.test) for f in folds]
+        assert max(counts) - min(counts) <= 1, (gender, counts)
+
+
+# ------------------------------------------------------------------------------------------
+# Folds.
+
+
+def test_ravdess_default_folds_are_documented_and_balanced():
+    genders = ravdess_genders()
+    folds = cv.make_folds(genders, num_folds=6)
+    check_folds(folds, genders)
+    assert [f.test for f in folds] == [tuple(range(4 * i + 1, 4 * i + 5)) for i in range(6)]
+    assert [f.validation for f in folds] == [(5, 6), (9, 10), (13, 14), (17, 18), (21, 22),
+                                             (1, 2)]  # fmt: skip
+    for f in folds:  # 2 men + 2 women tested, 1 + 1 validating, 18 training
+        assert sorted(a % 2 for a in f.test) == [0, 0, 1, 1]
+        assert sorted(a % 2 for a in f.validation) == [0, 1] and len(f.train) == 18
+
+
+@pytest.mark.parametrize(
+    ("actors", "k", "val"),
+    [(range(15, 25), 5, 2), (range(15, 25), 3, 2), (range(17, 25), 4, 2), (range(1, 25), 5, 3),
+     (range(1, 25), 8, 2), (range(1, 25), 12, 2), ((1, 2, 3, 5, 7, 8, 10), 3, 1)],
+)  # fmt: skip
+def test_folds_are_disjoint_complete_and_gender_balanced(actors, k, val):
+    genders = ravdess_genders(actors)
+    folds = cv.make_folds(genders, num_folds=k, val_per_fold=val)
+    assert len(folds) == k
+    check_folds(folds, genders)
+    for f in folds:
+        assert len(f.validation) == val
+        if val >= 2:
+            assert {genders[a] for a in f.validation} == {"male", "female"}
+
+
+def test_unknown_genders_and_explicit_folds():
+    genders = {a: "unknown" for a in range(101, 108)}  # a manifest without a gender column
+    folds = cv.make_folds(genders, num_folds=3)
+    check_folds(folds, genders)
+    explicit = ((101, 104), (102, 105, 107), (103, 106))
+    folds = cv.make_folds(genders, num_folds=0, test_groups=explicit)
+    assert [f.test for f in folds] == [tuple(sorted(g)) for g in explicit]
+    check_folds(folds, {**genders})
+
+
+def test_emobox_fold_set():
+    config = get_config()
+    config.cv.fold_set = "emobox"
+    rows = [{"actor": a, "gender": g} for a, g in ravdess_genders().items()]
+    folds = cv.folds_for(config, rows)
+    assert [f.test for f in folds] == [tuple(sorted(g)) for g in cv.EMOBOX_RAVDESS_FOLDS]
+    assert folds[0].validation == (4, 9)  # next fold is all women: a man from the one after
+    for f in folds:
+        assert {a % 2 for a in f.validation} == {0, 1} and not set(f.validation) & set(f.test)
+
+
+def test_impossible_folds_fail_clearly():
+    genders = ravdess_genders(range(1, 7))
+    with pytest.raises(ConfigError, match=r"cv\.num_folds=7 but the corpus has only 6 actors"):
+        cv.make_folds(genders, num_folds=7)
+    with pytest.raises(ConfigError, match="leaves no training actor"):
+        cv.make_folds(genders, num_folds=3, val_per_fold=4)
+    with pytest.raises(ConfigError, match=r"in two folds: \[2\].*in no fold: \[6\]"):
+        cv.make_folds(genders, 2, test_groups=((1, 2), (2, 3, 4, 5)))
+    with pytest.raises(ConfigError, match=r"not in the corpus: \[9\]"):
+        cv.make_folds(genders, 2, test_groups=((1, 2, 3), (4, 5, 6, 9)))
+    for key, value, message in [
+        ("cv.num_folds", "1", "must be an integer >= 2"),
+        ("cv.only_folds", "(0, 6)", r"names folds \[6\]; folds are numbered 0..5"),
+        ("cv.fold_set", "loso", "choose one of"),
+        ("cv.folds", "((1, 2), (2, 3))", "actor 2 is in fold 0 and fold 1"),
+        ("cv.val_actors_per_fold", "0", "must be an integer >= 1"),
+    ]:
+        config = config_lib.apply_overrides(get_config(), [(key, value)])
+        with pytest.raises(ConfigError, match=message):
+            config_lib.validate(config)
+    emobox = config_lib.apply_overrides(get_config(), [("cv.fold_set", "emobox"),
+                                                       ("cv.num_folds", "5")])  # fmt: skip
+    with pytest.raises(ConfigError, match="'emobox' has 6 folds"):
+        config_lib.validate(emobox)
+    manifest = config_lib.apply_overrides(get_config(), [("data.split_by", "manifest")])
+    with pytest.raises(ConfigError, match="builds its own actor-disjoint folds"):
+        cv.folds_for(manifest, [{"actor": 1}])
+
+
+def test_fold_config_sets_the_split_and_keeps_the_rest():
+    config = get_config()
+    fold = cv.make_folds(ravdess_genders(), 6)[2]
+    out = cv.fold_config(config, fold, "/shards")
+    assert out.data.test_actors == (9, 10, 11, 12) and out.data.val_actors == (13, 14)
+    assert out.data.path == "/shards" and tuple(out.eval.splits) == ("validation", "test")
+    assert out.model.to_dict() == config.model.to_dict() and config.data.path == ""
+    leaking = config_lib.apply_overrides(
+        get_config(), [("data.split_by", "random"), ("data.allow_leakage", "True")]
+    )
+    out = cv.fold_config(leaking, cv.random_folds(6)[5], "/shards")
+    assert out.data.random_parts == 12
+    assert out.data.random_test_parts == (10, 11) and out.data.random_val_parts == (0,)
+
+
+# ------------------------------------------------------------------------------------------
+# The driver and aggregation, with a stand-in for training (real training: the slow test).
+
+
+def synthetic_rows(actors=range(1, 9), per_actor=16):
+    rows = []
+    for a in actors:
+        for j in range(per_actor):
+            source = f"Actor_{a:02d}/clip_{j:02d}.wav"
+            rows.append({"index": len(rows), "source": source, "actor": a, "label": j % 8,
+                         "gender": "male" if a % 2 else "female",
+                         "sha256": hashlib.sha256(source.encode()).hexdigest()})  # fmt: skip
+    return rows
+
+
+def fake_train(rows):
+    """Writes what a finished fold leaves behind: config, split, metrics, test report."""
+    calls = []
+
+    def train_and_evaluate(config, workdir):
+        calls.append(Path(workdir).name)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config_lib.to_json(config))
+        split = input_pipeline.split_by_actor(rows, config.data)
+        idx = split.indices["test"]
+        labels = np.array([rows[i]["label"] for i in idx])
+        logits = np.eye(8)[np.where(idx % 3 == 0, (labels + 1) % 8, labels)]  # 2/3 right
+        report = evaluation.classification_metrics(labels, logits.argmax(-1), EMOTIONS)
+        report.update(actors=list(split.actors["test"]), leaking=split.leaking,
+                      predictions=evaluation.predictions_record(idx, labels, logits))  # fmt: skip
+        (workdir / "eval").mkdir()
+        (workdir / "eval" / "test.json").write_text(json.dumps(report))
+        lines = [{"step": s, "train_loss": 2.0 / s} for s in (1, 2, 3, 4)]
+        lines += [{"step": 2 * e, "epoch": e, "val_uar": 0.2 * e} for e in (1, 2)]
+        (workdir / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+        (workdir / "summary.json").write_text(json.dumps({"best_epoch": 2, "train_seconds": 1.5}))
+
+    return train_and_evaluate, calls
+
+
+@pytest.fixture
+def fake_run(tmp_path, monkeypatch):
+    rows = synthetic_rows()
+    fake, calls = fake_train(rows)
+    monkeypatch.setattr(input_pipeline, "resolve_shards", lambda config, workdir: tmp_path / "sh")
+    monkeypatch.setattr(prepare, "load_metadata", lambda d: {"examples": rows})
+    monkeypatch.setattr(train, "train_and_evaluate", fake)
+
+    def sejax_cv(*overrides, workdir=tmp_path / "w"):
+        args = ["cv", "--workdir", str(workdir), "--config.cv.num_folds=4", *overrides]
+        return cli.main(args)
+
+    return sejax_cv, calls, rows, tmp_path / "w"
+
+
+def last_json(capsys):
+    out = capsys.readouterr()
+    return json.loads(out.out.strip().splitlines()[-1]), out
+
+
+def test_cv_runs_selected_folds_resumes_and_pools(fake_run, capsys):
+    sejax_cv, calls, rows, workdir = fake_run
+    assert sejax_cv("--config.cv.only_folds=(1,)") == 0
+    summary, out = last_json(capsys)
+    assert calls == ["fold_1"] and summary["folds_done"] == [1] and not summary["complete"]
+    assert "1 of 4 folds done" in out.out
+    assert sejax_cv() == 0  # the rest; fold 1 is finished and kept
+    summary, out = last_json(capsys)
+    assert calls == ["fold_1", "fold_0", "fold_2", "fold_3"]
+    assert "finished earlier, kept" in out.err
+    assert summary["complete"] and summary["leaking"] is False
+    record = json.loads((workdir / "cv.json").read_text())
+    assert [f["test_actors"] for f in record["folds"]] == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    assert [f["validation_actors"] for f in record["folds"]] == [[3, 4], [5, 6], [7, 8], [1, 2]]
+    for f in record["folds"]:
+        assert set(f) >= {"accuracy", "uar", "macro_f1", "per_class_recall", "confusion_matrix"}
+    accs = [f["accuracy"] for f in record["folds"]]
+    assert record["mean"]["accuracy"] == pytest.approx(np.mean(accs))
+    assert record["std"]["accuracy"] == pytest.approx(np.std(accs))
+    pooled = record["pooled"]
+    assert pooled["num_examples"] == len(rows) == np.sum(pooled["confusion_matrix"])
+    assert pooled["accuracy"] == pytest.approx(np.mean([i % 3 != 0 for i in range(len(rows))]))
+    assert summary["mean"] == record["mean"] and summary["pooled"]["uar"] == pooled["uar"]
+    assert record["config"]["cv"]["num_folds"] == 4
+    assert record["git"] is None or len(record["git"]["commit"]) == 40
+    assert (workdir / "cv_confusion.png").stat().st_size > 1000
+    assert (workdir / "cv_learning_curves.png").stat().st_size > 1000
+    # The same numbers from the summed confusion matrices (reports without predictions).
+    reports = [json.loads((workdir / f"fold_{i}/eval/test.json").read_text()) for i in range(4)]
+    for r in reports:
+        del r["predictions"]
+    assert cv.pooled_metrics(reports, EMOTIONS)["uar"] == pytest.approx(pooled["uar"])
+
+
+def test_cv_refuses_a_fold_folder_from_another_config(fake_run, capsys):
+    sejax_cv, calls, _, _ = fake_run
+    assert sejax_cv("--config.cv.only_folds=(0,)") == 0
+    assert sejax_cv("--config.cv.only_folds=(0,)", "--config.train.num_epochs=3") == 2
+    err = capsys.readouterr().err
+    assert "was run with another config (train.num_epochs: 10 -> 3)" in err
+    assert calls == ["fold_0"]
+
+
+def test_random_clip_folds_are_labelled_leaking(fake_run, capsys):
+    sejax_cv, calls, rows, workdir = fake_run
+    assert sejax_cv("--config.data.split_by=random") == 2
+    assert "data.allow_leakage=True" in capsys.readouterr().err and not calls
+    assert sejax_cv("--config.data.split_by=random", "--config.data.allow_leakage=True") == 0
+    summary, out = last_json(capsys)
+    assert summary["leaking"] and "LEAKING" in summary["protocol"] and "WARNING" in out.err
+    record = json.loads((workdir / "cv.json").read_text())
+    assert all(f["leaking"] for f in record["folds"])
+    assert record["pooled"]["num_examples"] == len(rows)  # every clip tested once
+    assert all(len(f["test_actors"]) >= 6 for f in record["folds"])  # speakers mixed
+
+
+def test_predictions_record_is_in_metadata_order():
+    logits = np.array([[0.0, 2.0], [3.0, 0.0], [0.0, 0.0]])
+    record = evaluation.predictions_record(np.array([7, 2, 5]), np.array([1, 0, 1]), logits)
+    assert record["index"] == [2, 5, 7] and record["label"] == [0, 1, 1]
+    assert record["pred"] == [0, 0, 1] and record["probs"][1] == [0.5, 0.5]
+
+
+# ------------------------------------------------------------------------------------------
+# End to end: real training on the demo corpus, in a subprocess.
+
+
+@pytest.mark.slow
+def test_cv_command_end_to_end_on_the_demo_corpus(tmp_path):
+    """6 demo actors, 3 folds, 1 epoch each: fold 0 alone, then folds 0-1 (0 kept)."""
+    args = tiny_args(data__demo_actors="(17, 18, 19, 20, 21, 22)", train__num_epochs="1",
+                     cv__num_folds="3")  # fmt: skip
+
+    def run(*extra):
+        out = subprocess.run(
+            [sys.executable, "-m", "sejax", "cv", "--workdir", str(tmp_path / "w"), *args, *extra],
+            cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1]), out
+
+    first, _ = run("--config.cv.only_folds=(0,)")
+    assert first["folds_done"] == [0] and first["folds"][0]["test_actors"] == [17, 18]
+    second, out = run("--config.cv.only_folds=(0, 1)")
+    assert "fold 1/3" in out.stderr and "finished earlier" in out.stderr
+    assert second["folds_done"] == [0, 1] and not second["complete"]
+    assert second["folds"][0] == first["folds"][0]
+    record = json.loads((tmp_path / "w" / "cv.json").read_text())
+    assert record["pooled"]["num_examples"] == 4 * 30
+    test = json.loads((tmp_path / "w" / "fold_1" / "eval" / "test.json").read_text())
+    assert test["actors"] == [19, 20] and test["leaking"] is False
+    assert len(test["predictions"]["probs"]) == 60
+    split = json.loads((tmp_path / "w" / "fold_1" / "split.json").read_text())
+    assert split["validation"]["actors"] == [21, 22] and split["train"]["actors"] == [17, 18]
+    assert (tmp_path / "w" / "cv_learning_curves.png").is_file()
+    assert not (tmp_path / "w" / "fold_1" / "prepared").exists()  # one shared shard set

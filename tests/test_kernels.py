@@ -1,0 +1,101 @@
+"""sejax.kernels computes what the lax ops compute, values and gradients."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from sejax import kernels
+from sejax.configs import default
+from sejax.models import build_model
+
+
+def _lax_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+    nhwc = ("NHWC", "HWIO", "NHWC")
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=nhwc)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel"),
+    [((2, 9, 7, 3), (3, 3, 3, 5)), ((3, 8, 6, 4), (2, 4, 4, 2)), ((1, 11, 5, 1), (5, 3, 1, 4))],
+)
+def test_conv2d_same_matches_lax_values_and_gradients(shape, kernel) -> None:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=kernel), jnp.float32)
+    target = jnp.asarray(rng.normal(size=(*shape[:3], kernel[-1])), jnp.float32)
+
+    def loss(conv):
+        return lambda x, w: jnp.sum((conv(x, w) - target) ** 2 * jnp.tanh(conv(x, w)))
+
+    np.testing.assert_allclose(kernels.conv2d_same(x, w), _lax_conv(x, w), rtol=1e-5, atol=1e-5)
+    got = jax.grad(loss(kernels.conv2d_same), argnums=(0, 1))(x, w)
+    want = jax.grad(loss(_lax_conv), argnums=(0, 1))(x, w)
+    for g, r in zip(got, want, strict=True):
+        assert g.shape == r.shape and g.dtype == r.dtype
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+def test_conv_general_dilated_falls_back_for_what_it_does_not_cover() -> None:
+    x = jnp.ones((1, 8, 8, 2))
+    w = jnp.ones((3, 3, 2, 4))
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+    strided = kernels.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn)
+    np.testing.assert_array_equal(
+        strided, lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn)
+    )
+    valid = kernels.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
+    assert valid.shape == (1, 6, 6, 4)
+
+
+@pytest.mark.parametrize(("shape", "window"), [((2, 9, 7, 3), 2), ((1, 10, 12, 2), 3)])
+def test_max_pool_matches_reduce_window_values_and_gradients(shape, window) -> None:
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    pool_w = (window, window)
+
+    def reference(x):
+        return nn.max_pool(x, pool_w, strides=pool_w, padding="VALID")
+
+    np.testing.assert_array_equal(kernels.max_pool(x, window), reference(x))
+    weights = jnp.asarray(rng.normal(size=reference(x).shape), jnp.float32)
+    got = jax.grad(lambda x: jnp.sum(kernels.max_pool(x, window) * weights))(x)
+    want = jax.grad(lambda x: jnp.sum(reference(x) * weights))(x)
+    np.testing.assert_array_equal(got, want)  # no ties in random data: the same select
+
+
+def test_fast_ops_model_equals_lax_model() -> None:
+    """Same parameter tree, same logits, gradients equal to float32 rounding."""
+    cfg = default.get_model_config()
+    cfg.conv_channels, cfg.lstm_units = (4, 8), 8
+    fast, plain = build_model(cfg), build_model({**cfg, "fast_ops": False})
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 33, 16)), jnp.float32)
+    variables = fast.init(jax.random.key(0), x, train=False)
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        plain.init(jax.random.key(0), x, train=False)
+    )
+
+    def loss(model):
+        def f(params):
+            logits, _ = model.apply(
+                {**variables, "params": params},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": jax.random.key(1)},
+            )
+            return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
+
+        return f
+
+    np.testing.assert_allclose(
+        loss(fast)(variables["params"]), loss(plain)(variables["params"]), rtol=1e-5
+    )
+    got = jax.grad(loss(fast))(variables["params"])
+    want = jax.grad(loss(plain))(variables["params"])
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-5)

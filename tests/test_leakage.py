@@ -1,0 +1,133 @@
+"""The leakage guard: no speaker and no identical recording on two sides of a split, unless
+the config asks for a leaking split, which is then marked everywhere."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sejax import config as config_lib
+from sejax import input_pipeline
+from sejax.configs.default import get_config
+from sejax.errors import ConfigError, DataError
+
+
+def rows(actors=range(1, 7), per_actor=16, duplicate=None):
+    """Example rows as in metadata.json; ``duplicate=(i, j)`` gives row j row i's bytes."""
+    out = []
+    for a in actors:
+        for j in range(per_actor):
+            out.append({"index": len(out), "source": f"Actor_{a:02d}/{j:02d}.wav", "actor": a,
+                        "label": j % 8, "sha256": f"{a:02d}{j:02d}".ljust(64, "0")})  # fmt: skip
+    if duplicate:
+        i, j = duplicate
+        out[j]["sha256"] = out[i]["sha256"]
+    return out
+
+
+def data_cfg(**overrides):
+    pairs = [(f"data.{k}", v) for k, v in overrides.items()]
+    return config_lib.apply_overrides(get_config(), pairs).data
+
+
+def test_actor_split_is_not_leaking():
+    split = input_pipeline.split_by_actor(rows(), data_cfg(val_actors="(5,)", test_actors="(6,)"))
+    assert not split.leaking and split.to_json()["leaking"] is False
+    assert split.leakage["shared_actors"] == {} and split.leakage["shared_audio"] == []
+    assert split.leakage["examples_without_sha256"] == 0
+
+
+def test_identical_audio_across_sides_is_refused_but_fine_within_a_side():
+    cfg = data_cfg(val_actors="(5,)", test_actors="(6,)")
+    # Actor_07-style: a byte-identical pair inside one actor (here both in training).
+    inside = input_pipeline.split_by_actor(rows(duplicate=(0, 1)), cfg)
+    assert not inside.leaking
+    # The same bytes under a training actor and a test actor.
+    with pytest.raises(DataError, match=r"1 identical recording.*train:Actor_01/00\.wav = "
+                                        r"test:Actor_06/00\.wav"):  # fmt: skip
+        input_pipeline.split_by_actor(rows(duplicate=(0, 80)), cfg)
+    allowed = data_cfg(val_actors="(5,)", test_actors="(6,)", allow_leakage="True")
+    split = input_pipeline.split_by_actor(rows(duplicate=(0, 80)), allowed)
+    assert split.leaking and split.to_json()["leaking"] is True
+    [shared] = split.leakage["shared_audio"]
+    assert shared["train"] == ["Actor_01/00.wav"] and shared["test"] == ["Actor_06/00.wav"]
+
+
+def test_guard_names_speakers_on_two_sides():
+    examples = rows()
+    indices = {"train": np.arange(0, 40), "validation": np.arange(40, 60),
+               "test": np.arange(60, 96)}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"train/validation: \[3\].*validation/test: \[4\]"):
+        input_pipeline.check_leakage(examples, indices, allow=False)
+    found = input_pipeline.check_leakage(examples, indices, allow=True)
+    assert found["leaking"] and found["shared_actors"] == {"train/validation": [3],
+                                                           "validation/test": [4]}  # fmt: skip
+
+
+def test_random_split_needs_allow_leakage_and_is_stratified():
+    config = config_lib.apply_overrides(get_config(), [("data.split_by", "random")])
+    with pytest.raises(ConfigError, match=r"data\.allow_leakage=True"):
+        config_lib.validate(config)
+    with pytest.raises(ConfigError, match="speaker leakage"):
+        input_pipeline.split_by_actor(rows(), config.data)
+    cfg = data_cfg(split_by="random", allow_leakage="True")
+    examples = rows(per_actor=40)  # 240 clips, 30 per label
+    split = input_pipeline.split_by_actor(examples, cfg)
+    sizes = {n: len(i) for n, i in split.indices.items()}
+    assert sizes == {"train": 168, "validation": 24, "test": 48}  # 70 / 10 / 20
+    assert sorted(np.concatenate(list(split.indices.values())).tolist()) == list(range(240))
+    for idx in split.indices.values():
+        counts = np.bincount([examples[i]["label"] for i in idx], minlength=8)
+        assert counts.max() - counts.min() <= 1  # stratified by label
+    assert split.leaking and "train/test" in split.leakage["shared_actors"]
+    again = input_pipeline.split_by_actor(examples, cfg)
+    assert all(np.array_equal(again.indices[n], split.indices[n]) for n in split.indices)
+    reseeded = data_cfg(split_by="random", allow_leakage="True", split_seed="1")
+    other = input_pipeline.split_by_actor(examples, reseeded)
+    assert not np.array_equal(other.indices["test"], split.indices["test"])
+
+
+def test_random_parts_are_even():
+    parts = input_pipeline.random_parts(np.arange(50) % 3, num_parts=12, seed=0)
+    assert np.bincount(parts, minlength=12).max() - np.bincount(parts).min() <= 1
+    for label in range(3):
+        counts = np.bincount(parts[np.arange(50) % 3 == label], minlength=12)
+        assert counts.max() - counts.min() <= 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"random_parts": "1"}, "must be an integer >= 2"),
+     ({"random_test_parts": "(0,)"}, r"share \[0\]"),
+     ({"random_test_parts": "(12,)"}, r"name parts \[12\]"),
+     ({"random_parts": "3", "random_test_parts": "(1, 2)"}, "at least one of the 3 parts")],
+)  # fmt: skip
+def test_random_split_config_errors(overrides, message):
+    pairs = [("data.split_by", "random"), ("data.allow_leakage", "True")]
+    pairs += [(f"data.{k}", v) for k, v in overrides.items()]
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate(config_lib.apply_overrides(get_config(), pairs))
+
+
+def test_manifest_split_with_a_shared_speaker_only_when_allowed():
+    examples = [{"source": f"f{i}", "actor": a, "speaker": f"s{a}", "split": s, "label": 0}
+                for i, (s, a) in enumerate([("train", 1), ("train", 2), ("test", 2)])]  # fmt: skip
+    with pytest.raises(ConfigError, match="allow_leakage"):
+        input_pipeline.split_by_actor(examples, data_cfg(split_by="manifest"))
+    split = input_pipeline.split_by_actor(
+        examples, data_cfg(split_by="manifest", allow_leakage="True")
+    )
+    assert split.leaking and split.leakage["shared_actors"] == {"train/test": [2]}
+    assert split.leakage["examples_without_sha256"] == 3
+
+
+def test_write_split_records_the_leak(tmp_path):
+    cfg = data_cfg(val_actors="(5,)", test_actors="(6,)", allow_leakage="True")
+    examples = rows(duplicate=(0, 80))
+    split = input_pipeline.split_by_actor(examples, cfg)
+    input_pipeline.write_split(tmp_path / "split.json", split, examples)
+    record = json.loads((tmp_path / "split.json").read_text())
+    assert record["leaking"] is True and len(record["leakage"]["shared_audio"]) == 1
+    assert record["test"]["actors"] == [6] and len(record["test"]["sources"]) == 16
