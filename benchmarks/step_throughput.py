@@ -2,6 +2,7 @@
 
     python benchmarks/step_throughput.py                        # batch 32, both parallel paths
     python benchmarks/step_throughput.py --batch 32 128 --steps 20 --parallel jit
+    python benchmarks/step_throughput.py --parallel jit --ops lax sejax-threefry sejax
 
 For each configuration: compile time (first step), the median step time over ``--steps``
 timed steps after ``--warmup`` untimed ones, examples/s, achieved GFLOP/s (1.5 GFLOP per
@@ -27,6 +28,13 @@ from sejax import features, parallel, train_state
 from sejax.configs import default
 
 REFERENCE_TRAIN_FLOPS = 1.5e9  # per example, forward + backward (reference-model.md)
+# Model implementation choices (same network and parameters): sejax's defaults, and the plain
+# lax/flax formulation (reduce_window pooling, XLA conv autodiff, threefry dropout).
+OPS = {
+    "sejax": {"fast_ops": True, "dropout_rng": "hash"},
+    "lax": {"fast_ops": False, "dropout_rng": "jax"},
+    "sejax-threefry": {"fast_ops": True, "dropout_rng": "jax"},
+}
 
 
 def matmul_flops_per_s(n: int = 2048, repeats: int = 10, dtype=jnp.float32) -> float:
@@ -44,12 +52,12 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 10, dtype=jnp.float32) -> f
 
 
 def measure(
-    batch: int, mode: str, steps: int, warmup: int, unroll: int, dtype: str, fast_ops: bool = True
+    batch: int, mode: str, steps: int, warmup: int, unroll: int, dtype: str, ops: str = "sejax"
 ) -> dict:
     config = default.get_config()
     config.train.parallel, config.train.batch_size = mode, batch
     config.model.scan_unroll, config.model.dtype = unroll, dtype
-    config.model.fast_ops = fast_ops
+    config.model.update(OPS[ops])
     par = parallel.make_parallel(config.train)
     fresh = train_state.create_train_state_from_config(
         config, steps_per_epoch=100, seed=0, bn_axis_name=parallel.AXIS
@@ -84,7 +92,7 @@ def measure(
         "batch": batch,
         "scan_unroll": unroll,
         "dtype": dtype,
-        "fast_ops": fast_ops,
+        "ops": ops,
         "compile_s": round(compile_s, 2),
         "step_ms": round(1e3 * step_s, 2),
         "examples_per_s": round(batch / step_s, 2),
@@ -100,10 +108,11 @@ def main() -> None:
     parser.add_argument("--unroll", type=int, default=1, help="model.scan_unroll")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument(
-        "--fast-ops",
-        default="on",
-        choices=["on", "off", "both"],
-        help="model.fast_ops (sejax/kernels.py); 'both' measures each, side by side",
+        "--ops",
+        nargs="+",
+        default=["sejax"],
+        choices=sorted(OPS),
+        help="'sejax': the default model ops (sejax/kernels.py); 'lax': plain lax/flax ops",
     )
     parser.add_argument("--flops-per-example", type=float, default=REFERENCE_TRAIN_FLOPS)
     args = parser.parse_args()
@@ -111,9 +120,8 @@ def main() -> None:
     peak = matmul_flops_per_s(dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     device = jax.devices()[0]
     rows = []
-    fast_ops = {"on": [True], "off": [False], "both": [False, True]}[args.fast_ops]
-    for mode, batch, fast in itertools.product(args.parallel, args.batch, fast_ops):
-        row = measure(batch, mode, args.steps, args.warmup, args.unroll, args.dtype, fast)
+    for mode, batch, ops in itertools.product(args.parallel, args.batch, args.ops):
+        row = measure(batch, mode, args.steps, args.warmup, args.unroll, args.dtype, ops)
         achieved = row["examples_per_s"] * args.flops_per_example
         row.update(
             device=f"{device.platform}:{device.device_kind}",

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -134,3 +135,30 @@ def conv_general_dilated(
             **kwargs,
         )
     return conv2d_same(lhs, rhs)
+
+
+def _fmix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finalizer: a bijection that mixes every input bit into every
+    output bit."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def hash_keep_mask(key: jax.Array, shape: Sequence[int], rate: float) -> jax.Array:
+    """Dropout keep-mask (True with probability ``1 - rate``) from a counter-based hash.
+
+    Two 32-bit words drawn from ``key`` seed a double MurmurHash3 finalizer applied to the
+    element index: a few integer ops per element that XLA fuses into the dropout multiply,
+    where ``jax.random.bernoulli`` (threefry) costs about 5x more on XLA:CPU and was ~10% of
+    the reference train step. ``rate`` is quantised to 2**-32.
+    """
+    size = int(np.prod(shape))
+    if size >= 2**32:
+        raise ValueError(f"hash dropout supports fewer than 2**32 elements, got {size}")
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    counter = lax.iota(jnp.uint32, size).reshape(tuple(shape))
+    bits = _fmix32(_fmix32(counter ^ seed[0]) + seed[1])
+    return bits >= jnp.uint32(min(round(rate * 2**32), 2**32 - 1))

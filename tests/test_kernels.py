@@ -99,3 +99,40 @@ def test_fast_ops_model_equals_lax_model() -> None:
     want = jax.grad(loss(plain))(variables["params"])
     for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-5)
+
+
+def test_hash_keep_mask_has_the_right_rate_and_no_visible_structure() -> None:
+    shape = (64, 50, 40)
+    masks = [np.asarray(kernels.hash_keep_mask(jax.random.key(k), shape, 0.3)) for k in range(4)]
+    for mask in masks:
+        assert mask.dtype == bool and mask.shape == shape
+        assert abs(mask.mean() - 0.7) < 0.005  # 128k draws: 5 sigma is ~0.0064
+        flat = mask.ravel().astype(np.float32)
+        # neighbouring elements (the counter differs by one) are uncorrelated
+        assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02
+    assert not np.array_equal(masks[0], masks[1])  # a new key, a new mask
+    same = np.asarray(kernels.hash_keep_mask(jax.random.key(0), shape, 0.3))
+    np.testing.assert_array_equal(same, masks[0])  # the same key, the same mask
+    assert np.asarray(kernels.hash_keep_mask(jax.random.key(0), (1000,), 0.0)).all()
+
+
+@pytest.mark.parametrize("rng", ["hash", "jax"])
+def test_model_dropout_rng_choices_drop_at_train_time_only(rng: str) -> None:
+    cfg = default.get_model_config()
+    cfg.conv_channels, cfg.lstm_units, cfg.dropout_rng = (4, 8), 8, rng
+    cfg.conv_dropout = 0.5
+    model = build_model(cfg)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 33, 16)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+
+    def logits(key: int) -> np.ndarray:
+        out, _ = model.apply(
+            variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(key)}
+        )
+        return np.asarray(out)
+
+    assert not np.allclose(logits(0), logits(1))
+    np.testing.assert_array_equal(logits(0), logits(0))
+    np.testing.assert_array_equal(
+        model.apply(variables, x, train=False), model.apply(variables, x, train=False)
+    )
