@@ -3,12 +3,16 @@
 Each checkpoint holds two items: ``state`` (the TrainState pytree) and ``meta`` (JSON: the full
 run config, the label names, the normalisation statistics, the split and the epoch). Saving is
 asynchronous; Orbax writes into a temporary folder and renames it when complete, so a
-half-written checkpoint is never listed, never restored. The latest ``keep`` checkpoints are
-kept, and the best by validation UAR besides.
+half-written checkpoint (a killed process, a full disk) is never listed, never restored, and
+its leftovers are removed when the folder is next opened for writing. A save that fails
+raises `CheckpointError` saying so, and leaves the earlier checkpoints as they were. The latest
+``keep`` checkpoints are kept, and the best by validation UAR besides.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ class Checkpoints:
             enable_async_checkpointing=not read_only,
             read_only=read_only,
             create=not read_only,
+            cleanup_tmp_directories=not read_only,  # what a killed save left behind
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
@@ -57,13 +62,31 @@ class Checkpoints:
     def save(
         self, step: int, state: Any, meta: dict[str, Any], metrics: dict[str, float] | None = None
     ) -> None:
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            metrics=metrics,
-        )
+        """Starts writing ``step`` (asynchronously); `wait` or `close` report its failure."""
+        with self._write_errors(f"checkpoint {step}"):
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                metrics=metrics,
+            )
+
+    @contextlib.contextmanager
+    def _write_errors(self, what: str) -> Iterator[None]:
+        """A failed write (disk full, read-only folder, I/O error) as a `CheckpointError`."""
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except Exception as e:
+            complete = sorted(int(p.name) for p in self.directory.glob("*") if p.name.isdigit())
+            kept = f"step {complete[-1]}" if complete else "none yet"
+            raise CheckpointError(
+                f"could not write {what} in {self.directory}: {type(e).__name__}: {e}. "
+                f"Disk full or read-only? Earlier checkpoints are untouched (latest complete: "
+                f"{kept}); free space or fix permissions, then run the same command to resume."
+            ) from e
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """Restores ``step`` onto the shapes, dtypes and shardings of ``abstract_state``
@@ -95,10 +118,16 @@ class Checkpoints:
         return restored.state, dict(restored.meta)
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        with self._write_errors("a checkpoint"):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self.wait()
+        except CheckpointError:
+            with contextlib.suppress(Exception):  # the same failure again: report it once
+                self._manager.close()
+            raise
         self._manager.close()
 
 

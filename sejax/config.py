@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from sejax import corpora, distributed, features
+from sejax import corpora, distributed, features, screening
 from sejax.configs import default
 from sejax.corpora import labels as labels_lib
 from sejax.corpora import sources as sources_lib
@@ -37,6 +37,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "predict.frontend": ("jax", "librosa"),
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("constant", "cosine", "warmup_cosine"),
+    "train.on_non_finite": ("stop", "skip"),
 }
 # Keys whose value must be > 0.
 POSITIVE: tuple[str, ...] = (
@@ -182,6 +183,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         value = get(config, key)
         if not value > 0:
             raise ConfigError(f"{key}={value!r} must be > 0")
+    screening.Limits.from_config(config.data)  # data.min_duration_s / max_duration_s
     f = config.features
     if f.win_length > f.n_fft:
         raise ConfigError(f"features.win_length={f.win_length} must be <= features.n_fft={f.n_fft}")

@@ -12,7 +12,14 @@ Layout of ``out_dir``::
     metadata.json                       format, features config and fingerprint, shard list,
                                         label/actor counts, skipped files, one row per example,
                                         and per source corpus its label map, dropped labels
-                                        and speaker names (`sejax.corpora.sources`)
+                                        and speaker names (`sejax.corpora.sources`); the
+                                        screening ``report`` (found = prepared + rejected)
+                                        and every ``rejected`` file with its problem
+    rejected.tsv                        path, problem and reason of each rejected file
+                                        (`sejax.screening`)
+
+Every file found is either prepared or rejected with a reason, never dropped silently;
+``strict`` stops at the first problem file instead.
 
 Everything is written into a temporary folder beside ``out_dir`` and renamed into place at
 the end, so a failure (a corrupt file, Ctrl-C) never leaves a half-written ``out_dir``. An
@@ -41,11 +48,11 @@ import types
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from sejax import audio, corpora, features
+from sejax import audio, corpora, features, screening
 from sejax.configs.default import EMOTIONS
 from sejax.corpora import sources as sources_lib
 from sejax.errors import ConfigError, DataError
@@ -225,14 +232,40 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _compute_chunk(sources: Sequence[str], cfg: dict) -> list[tuple[bytes, int, str]]:
-    """One worker task: little-endian float32 feature bytes, num samples, sha256 per file."""
-    out = []
+class _Result(NamedTuple):
+    """What a worker sends back for one file: its features, or why it was rejected."""
+
+    features: bytes | None  # little-endian float32; None when rejected
+    num_samples: int  # at the target rate, before crop/pad
+    sha256: str  # of the file's bytes ("" if unreadable)
+    problem: str = ""  # a `screening.PROBLEMS` key when rejected
+    reason: str = ""
+
+
+def _screened_one(source: str, cfg: dict, limits: screening.Limits) -> _Result:
+    digest = ""
+    try:
+        data = audio.read_source(source)
+        digest = hashlib.sha256(data).hexdigest()
+        wave = screening.screen(data, source, cfg["sample_rate"], limits).wave
+        feats = features.extract(wave, cfg)
+    except audio.BadAudio as e:
+        return _Result(None, 0, digest, e.kind, str(e))
+    except DataError as e:  # e.g. a zip member that cannot be opened
+        return _Result(None, 0, digest, "unreadable", str(e))
+    except Exception as e:  # a decoder or librosa failure: name the file, keep the cause
+        reason = f"{source}: feature extraction failed ({type(e).__name__}: {e})"
+        return _Result(None, 0, digest, "corrupt", reason)
+    return _Result(feats.astype("<f4").tobytes(), len(wave), digest)
+
+
+def _compute_chunk(
+    sources: Sequence[str], cfg: dict, limits: screening.Limits | None = None
+) -> list[_Result]:
+    """One worker task: each file screened, then its features (or its problem)."""
+    limits = limits or screening.Limits()
     with _single_threaded_blas():
-        for source in sources:
-            feats, n, digest = compute_one(source, cfg)
-            out.append((feats.astype("<f4").tobytes(), n, digest))
-    return out
+        return [_screened_one(source, cfg, limits) for source in sources]
 
 
 def _resolve_workers(num_workers: int, num_chunks: int) -> int:
@@ -288,12 +321,12 @@ def _submit(executor: concurrent.futures.Executor, fn: Callable, *args: Any):
 
 
 def _chunk_results(
-    chunks: Sequence[Sequence[str]], cfg: dict, workers: int
-) -> Iterator[list[tuple[bytes, int, str]]]:
+    chunks: Sequence[Sequence[str]], cfg: dict, workers: int, limits: screening.Limits
+) -> Iterator[list[_Result]]:
     """Results of every chunk, in chunk order, from ``workers`` processes (1: in-process)."""
     if workers == 1:
         for chunk in chunks:
-            yield _compute_chunk(chunk, cfg)
+            yield _compute_chunk(chunk, cfg, limits)
         return
     executor = _make_executor(workers)
     try:
@@ -301,7 +334,7 @@ def _chunk_results(
         todo = iter(chunks)
         window = 4 * workers  # bounds memory held by finished-but-not-yet-written chunks
         for chunk in todo:
-            pending.append(_submit(executor, _compute_chunk, chunk, cfg))
+            pending.append(_submit(executor, _compute_chunk, chunk, cfg, limits))
             if len(pending) >= window:
                 break
         first = 0  # index of the chunk the oldest pending future computes
@@ -317,7 +350,7 @@ def _chunk_results(
             first += 1
             next_chunk = next(todo, None)
             if next_chunk is not None:
-                pending.append(_submit(executor, _compute_chunk, next_chunk, cfg))
+                pending.append(_submit(executor, _compute_chunk, next_chunk, cfg, limits))
             yield result
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
@@ -401,42 +434,65 @@ def _write_shards(
     *,
     workers: int,
     examples_per_shard: int,
+    limits: screening.Limits,
+    strict: bool,
     advance: Callable[[int], None],
-) -> tuple[list[dict], list[dict]]:
-    """Computes every clip's features and writes the shards; returns (shards, example rows)."""
+) -> tuple[list[dict], list[dict], list[screening.Rejected]]:
+    """Screens every clip, writes the features of the good ones into shards; returns (shards,
+    example rows, rejected files). ``strict``: the first rejected file raises DataError."""
     tf = _tf()
-    num_shards = math.ceil(len(utterances) / examples_per_shard)
     chunks = [
         [u.source for u in utterances[i : i + CHUNK_SIZE]]
         for i in range(0, len(utterances), CHUNK_SIZE)
     ]
     rows: list[dict] = []
     shards: list[dict] = []
+    rejected: list[screening.Rejected] = []
     writer = None
+    position = 0  # index into utterances
     try:
         # closing(): an error here also stops the worker processes.
-        with contextlib.closing(_chunk_results(chunks, cfg, workers)) as chunk_results:
+        with contextlib.closing(_chunk_results(chunks, cfg, workers, limits)) as chunk_results:
             for results in chunk_results:
-                for feats, n_samples, digest in results:
+                for result in results:
+                    utterance = utterances[position]
+                    position += 1
+                    if result.problem:
+                        if strict:
+                            raise DataError(
+                                f"{result.reason} [{result.problem}]. data.strict stops at the "
+                                "first bad file; without it bad files are reported and skipped."
+                            )
+                        rejected.append(screening.Rejected(
+                            utterance.source, result.problem, result.reason, result.sha256
+                        ))  # fmt: skip
+                        continue
                     index = len(rows)
                     if index % examples_per_shard == 0:  # start the next shard
                         if writer is not None:
                             writer.close()
-                        shards.append({"file": shard_name(len(shards), num_shards),
+                        shards.append({"file": f"shard-{len(shards):05d}.partial",
                                        "num_examples": 0})  # fmt: skip
                         writer = tf.io.TFRecordWriter(str(tmp / shards[-1]["file"]))
-                    row = _example_row(utterances[index], index, shards[-1]["file"],
-                                       sha256=digest, num_samples=n_samples)  # fmt: skip
-                    writer.write(_example_proto(tf, feats, row))
+                    row = _example_row(utterance, index, shards[-1]["file"],
+                                       sha256=result.sha256,
+                                       num_samples=result.num_samples)  # fmt: skip
+                    writer.write(_example_proto(tf, result.features, row))
                     shards[-1]["num_examples"] += 1
                     rows.append(row)
                 advance(len(results))
     finally:
         if writer is not None:
             writer.close()
+    # Final names, now that the number of shards is known.
+    names = {s["file"]: shard_name(i, len(shards)) for i, s in enumerate(shards)}
     for shard in shards:
+        os.rename(tmp / shard["file"], tmp / names[shard["file"]])
+        shard["file"] = names[shard["file"]]
         shard["bytes"] = (tmp / shard["file"]).stat().st_size
-    return shards, rows
+    for row in rows:
+        row["shard"] = names[row["shard"]]
+    return shards, rows, rejected
 
 
 # ------------------------------------------------------------------------------------------
@@ -445,7 +501,8 @@ def _write_shards(
 
 def _is_replaceable(directory: Path) -> bool:
     """Only folders holding nothing but our own files may be replaced (never user data)."""
-    return all(p.name == METADATA_FILE or _SHARD_RE.match(p.name) for p in directory.iterdir())
+    ours = (METADATA_FILE, screening.REPORT_FILE)
+    return all(p.name in ours or _SHARD_RE.match(p.name) for p in directory.iterdir())
 
 
 def _existing_metadata(out_dir: Path, overwrite: bool) -> dict | None:
@@ -481,12 +538,29 @@ def _label_key(row: dict) -> tuple:
     return (row["source"], int(row["label"]), int(row["actor"]), row.get("split", ""))
 
 
+def _screened_out(metadata: dict) -> list[dict]:
+    """Rejected files that were screened (read and decoded), not refused by name or label."""
+    return [r for r in metadata.get("rejected", []) if r["problem"] not in ("bad_name", "left_out")]
+
+
+def _current_hash(source: str) -> str:
+    try:
+        return _hash_file(source)
+    except DataError:
+        return ""
+
+
 def _source_differences(
-    metadata: dict, examples: Sequence[sources_lib.Example], label_names: Sequence[str]
+    metadata: dict,
+    examples: Sequence[sources_lib.Example],
+    label_names: Sequence[str],
+    limits: screening.Limits,
 ) -> list[str]:
-    """Why the shards do not hold exactly these files and labels (names, labels, content)."""
-    stored = [e["source"] for e in metadata["examples"]]
-    wanted = [e.source for e in examples]
+    """Why the shards do not hold exactly these files, labels and screening (names, labels,
+    content, duration limits); a rejected file counts as held, with its content."""
+    screened = _screened_out(metadata)
+    stored = sorted([e["source"] for e in metadata["examples"]] + [r["source"] for r in screened])
+    wanted = sorted(e.source for e in examples)
     if stored != wanted:
         added = sorted(set(wanted) - set(stored))
         removed = sorted(set(stored) - set(wanted))
@@ -495,22 +569,32 @@ def _source_differences(
         return lines
     if list(metadata["label_names"]) != list(label_names):
         return [f"target labels {metadata['label_names']} there, {list(label_names)} now"]
+    # Shards from before screening have no limits recorded: reused as they are.
+    if "screening" in metadata and metadata["screening"] != limits.to_json():
+        return [f"screening limits {metadata['screening']} there, {limits.to_json()} now"]
+    by_source = {e.source: e for e in examples}
     relabelled = [
         row["source"]
-        for row, e in zip(metadata["examples"], examples, strict=True)
-        if _label_key(row) != (e.source, e.label, e.actor, e.recording.split)
+        for row in metadata["examples"]
+        if _label_key(row) != _label_key_of(by_source[row["source"]])
     ]
     if relabelled:
         return [
             f"{len(relabelled)} file(s) have another label, speaker or split now "
             "(data.label_map, data.labels or a manifest changed)"
         ] + [f"relabelled: {s}" for s in relabelled[:5]]
-    changed = [e["source"] for e in metadata["examples"] if _hash_file(e["source"]) != e["sha256"]]
+    held = [(e["source"], e["sha256"]) for e in metadata["examples"]]
+    held += [(r["source"], r.get("sha256", "")) for r in screened]
+    changed = [source for source, digest in held if _current_hash(source) != digest]
     if changed:
         return [f"{len(changed)} file(s) changed content since"] + [
             f"changed: {s}" for s in changed[:5]
         ]
     return []
+
+
+def _label_key_of(e: sources_lib.Example) -> tuple:
+    return (e.source, e.label, e.actor, e.recording.split)
 
 
 def _commit(tmp: Path, out_dir: Path) -> None:
@@ -534,6 +618,20 @@ def _commit(tmp: Path, out_dir: Path) -> None:
         ) from e
 
 
+def _is_storage_error(e: BaseException) -> bool:
+    """A failed write: an OSError, or TensorFlow's own error from the TFRecord writer."""
+    tf = sys.modules.get("tensorflow")
+    return isinstance(e, OSError) or (tf is not None and isinstance(e, tf.errors.OpError))
+
+
+def _storage_error(e: BaseException, out_dir: Path) -> DataError:
+    return DataError(
+        f"could not write the shards for {out_dir} in {out_dir.parent}: {type(e).__name__}: "
+        f"{e}. Disk full or read-only? Nothing was changed: shards already in {out_dir} "
+        "are still there and loadable."
+    )
+
+
 def _summary(metadata: dict, out_dir: Path, *, reused: bool, workers: int, t0: float) -> dict:
     return {
         "out_dir": str(out_dir),
@@ -551,9 +649,23 @@ def _summary(metadata: dict, out_dir: Path, *, reused: bool, workers: int, t0: f
             for label, n in c["dropped"].items()
         },
         "skipped": metadata["skipped"],
+        "report": metadata.get("report"),
         "num_workers": workers,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _print_report(metadata: dict, out_dir: Path, enabled: bool) -> None:
+    """The screening summary on stderr (with ``progress``); a warning when files were rejected."""
+    report = metadata.get("report")
+    if report is None:  # shards prepared before screening existed
+        return
+    rejected = [screening.Rejected(**r) for r in metadata.get("rejected", [])]
+    text = screening.format_summary(report, rejected, out_dir)
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+    elif rejected:
+        log.warning("%s", text)
 
 
 @contextlib.contextmanager
@@ -589,6 +701,9 @@ def data_options(data_cfg: Any) -> dict[str, Any]:
     return {
         "corpus": data_cfg.corpus,
         "on_bad_name": data_cfg.on_bad_name,
+        "strict": bool(data_cfg.get("strict", False)),
+        "min_duration_s": float(data_cfg.get("min_duration_s", screening.Limits.min_s)),
+        "max_duration_s": float(data_cfg.get("max_duration_s", screening.Limits.max_s)),
         "num_workers": data_cfg.num_workers,
         "examples_per_shard": data_cfg.examples_per_shard,
         "labels": tuple(data_cfg.get("labels", EMOTIONS)),
@@ -603,7 +718,10 @@ def prepare(
     features_cfg: Any,
     *,
     corpus: str = "ravdess",
-    on_bad_name: str = "error",
+    on_bad_name: str = "skip",
+    strict: bool = False,
+    min_duration_s: float = screening.Limits.min_s,
+    max_duration_s: float = screening.Limits.max_s,
     num_workers: int = 0,
     examples_per_shard: int = 256,
     progress: bool = True,
@@ -624,13 +742,20 @@ def prepare(
     process. Returns a summary dict (``reused`` says whether existing shards were kept).
     Existing shards in ``out_dir`` are reused when they have the same features fingerprint and
     the same source files (paths and sha256 of their bytes); otherwise DataError, unless
-    ``overwrite=True``, which always recomputes and replaces them. A bad file raises DataError
-    naming it and leaves ``out_dir`` as it was.
+    ``overwrite=True``, which always recomputes and replaces them.
+
+    Every file is screened (`sejax.screening`): misnamed, unreadable, empty, non-audio,
+    corrupt, truncated, NaN, silent, too short (< ``min_duration_s``) or too long
+    (> ``max_duration_s``, 0: no limit) files are rejected with their reason into
+    ``rejected.tsv`` and ``metadata.json``, and the others prepared (found = prepared +
+    rejected). ``strict``: the first bad file raises DataError naming it instead. Whatever
+    fails, ``out_dir`` is left as it was.
     """
     t0 = time.perf_counter()
     cfg = features.canonical_config(features_cfg)
     fingerprint = features.fingerprint(cfg)
     corpora.get(corpus)  # ConfigError naming data.corpus
+    limits = screening.Limits(float(min_duration_s), float(max_duration_s))
     if isinstance(examples_per_shard, bool) or not (
         isinstance(examples_per_shard, int) and examples_per_shard > 0
     ):
@@ -641,9 +766,14 @@ def prepare(
     data_path = Path(data_path).expanduser().resolve()
     collection = sources_lib.collect(
         [(corpus, data_path), *sources_lib.parse_sources(extra_sources)],
-        labels=labels, label_map=label_map, on_bad_name=on_bad_name, unmapped=unmapped,
+        labels=labels, label_map=label_map, on_bad_name="error" if strict else on_bad_name,
+        unmapped=unmapped,
     )  # fmt: skip
     utterances = collection.examples
+    named_out = [screening.Rejected(name, "bad_name", f"{name}: {why}")
+                 for name, why in collection.skipped]  # fmt: skip
+    named_out += [screening.Rejected(src, "left_out", f"{src}: {why}")
+                  for src, why in collection.left_out]  # fmt: skip
     present = {e.emotion for e in utterances}
     empty = [label for label in collection.label_names if label not in present]
     if empty and unmapped == "error":
@@ -654,26 +784,43 @@ def prepare(
     existing = _existing_metadata(out_dir, overwrite)
     if existing is not None:
         check_compatible(existing, cfg, where=str(out_dir))
-        diffs = _source_differences(existing, utterances, collection.label_names)
+        diffs = _source_differences(existing, utterances, collection.label_names, limits)
         if diffs:
             raise DataError(
                 f"{out_dir} holds shards prepared from other audio than {data_path}:\n  "
                 + "\n  ".join(diffs)
                 + "\nChoose another output folder, or pass overwrite=True to replace them."
             )
+        faults = [r for r in existing.get("rejected", []) if r["problem"] in screening.FAULTS]
+        if strict and faults:
+            raise DataError(f"{faults[0]['reason']} [{faults[0]['problem']}] (rejected when "
+                            f"{out_dir} was prepared; data.strict refuses shards with bad "
+                            "files)")  # fmt: skip
         log.info("Reusing prepared shards in %s (fingerprint %s)", out_dir, fingerprint[:12])
+        _print_report(existing, out_dir, progress)
         return _summary(existing, out_dir, reused=True, workers=0, t0=t0)
 
     num_chunks = math.ceil(len(utterances) / CHUNK_SIZE)
     workers = _resolve_workers(num_workers, num_chunks)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as e:
+        raise _storage_error(e, out_dir) from e
     try:
         with _progress_bar(len(utterances), progress) as advance:
-            shards, rows = _write_shards(
-                tmp, utterances, cfg, workers=workers,
-                examples_per_shard=examples_per_shard, advance=advance,
+            shards, rows, screened_out = _write_shards(
+                tmp, utterances, cfg, workers=workers, examples_per_shard=examples_per_shard,
+                limits=limits, strict=strict, advance=advance,
             )  # fmt: skip
+        rejected = named_out + screened_out
+        found = len(utterances) + len(named_out)
+        report = screening.summarize(found, len(rows), rejected)
+        if not rows:
+            raise DataError(
+                f"no usable audio in {data_path}: all {found} files were rejected\n"
+                + screening.format_summary(report, rejected, out_dir)
+            )
         label_names = collection.label_names
         metadata = {
             "format": FORMAT,
@@ -691,13 +838,20 @@ def prepare(
             "num_examples": len(rows),
             "counts": _counts(rows, label_names),
             "skipped": [[name, reason] for name, reason in collection.skipped],
+            "screening": limits.to_json(),
+            "report": report,
+            "rejected": [r.to_json() for r in rejected],
             "examples": rows,
         }
+        screening.write_report(tmp / screening.REPORT_FILE, rejected)
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
         _commit(tmp, out_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _is_storage_error(e):
+            raise _storage_error(e, out_dir) from e
         raise
+    _print_report(metadata, out_dir, progress)
     summary = _summary(metadata, out_dir, reused=False, workers=workers, t0=t0)
     log.info(
         "Prepared %d examples in %d shards in %s (%d workers, %.1f s)",

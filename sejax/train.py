@@ -152,9 +152,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "steps_per_epoch": steps_per_epoch,
     }
 
-    # Restore: re-running with the same workdir continues from the latest complete checkpoint.
+    # Restore: re-running with the same workdir continues from the latest complete checkpoint,
+    # with the step, optimizer state, dropout key and data position of that checkpoint.
     ckpts = Checkpoints(workdir / "checkpoints", keep=tc.keep_checkpoints)
-    best_uar, best_epoch = float("-inf"), -1
+    best_uar, best_epoch, finished = float("-inf"), -1, False
     latest = ckpts.latest_step()
     if latest is not None:
         state, saved = ckpts.restore(latest, par.abstract_state(state))
@@ -164,6 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 f"this run's are {meta['features_fingerprint']}: use a new --workdir"
             )
         best_uar, best_epoch = saved.get("best_val_uar", best_uar), saved.get("best_epoch", -1)
+        finished = bool(saved.get("stopped_early", False))  # an early stop stays stopped
+        state = train_state.with_non_finite_policy(state, tc.on_non_finite)
         console.print(f"Resuming from step {latest} in {ckpts.directory}")
     state = par.put_state(state)
     start_step = int(jax.device_get(par.get_state(state).step))
@@ -173,12 +176,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if main:
         (workdir / "config.json").write_text(config_lib.to_json(config))
 
+    def save(step: int, state: train_state.TrainState, epoch: int, **extra: Any) -> None:
+        """Checkpoints a finite state only: the latest checkpoint is always a good one."""
+        state = par.get_state(state)
+        if not train_state.is_finite(state):
+            raise _non_finite(f"the state after step {step} holds NaN or Inf", ckpts)
+        metrics = extra.pop("metrics", None)
+        meta_now = dict(meta, epoch=epoch, best_val_uar=best_uar, best_epoch=best_epoch, **extra)
+        ckpts.save(step, state, meta_now, metrics=metrics)
+
     step = start_step
-    stopped_early = False
+    stopped_early = finished
+    skip = tc.on_non_finite == "skip"
+    first_epoch = tc.num_epochs if finished else start_step // steps_per_epoch
     with _progress() as progress, StopSignals() as stop:
         task = progress.add_task("train", total=total_steps, completed=start_step, status="")
-        for epoch in range(start_step // steps_per_epoch, tc.num_epochs):
+        for epoch in range(first_epoch, tc.num_epochs):
             pending = []  # device-side metrics of the steps not yet logged
+            epoch_start, skipped_before = step, _skipped(state)
             batches = shards.train_batches(
                 split.indices["train"], norm, batch_size=tc.batch_size, seed=config.seed,
                 epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
@@ -189,25 +204,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 step += 1
                 pending.append(metrics)
                 if step % tc.log_every_steps == 0 or step == total_steps:
-                    scalars = _mean(_check_finite(pending, step, ckpts))
+                    scalars = _mean(_check_finite(pending, step, ckpts, skip=skip))
                     writer.write_scalars(step, {f"train_{k}": v for k, v in scalars.items()})
                     pending = []
                     progress.update(task, status=f"loss {scalars['loss']:.3f}")
                 progress.update(task, completed=step)
                 if stop.signum is not None:
                     break
-            if stop.signum is not None:  # preempted: checkpoint this step, then stop
-                _check_finite(pending, step, ckpts)
-                ckpts.save(
-                    step, par.get_state(state),
-                    dict(meta, epoch=epoch, best_val_uar=best_uar, best_epoch=best_epoch),
-                )  # fmt: skip
+            _check_finite(pending, step, ckpts, skip=skip)
+            epoch_done = epoch + 1
+            if stop.signum is not None and step < epoch_done * steps_per_epoch:
+                # Preempted mid-epoch: checkpoint this step, then stop. (At an epoch's end
+                # the epoch is finished first, below, so its validation is not lost.)
+                save(step, state, epoch)
                 ckpts.close()
                 writer.close()
                 raise Preempted(stop.signum, step, workdir)
-            epoch_done = epoch + 1
             last = epoch_done == tc.num_epochs
             scalars = {"epoch": epoch_done}
+            if skip:
+                skipped = _skipped(state) - skipped_before
+                scalars["train_skipped_steps"] = _skipped(state)
+                if skipped:
+                    console.print(f"epoch {epoch_done}: skipped {skipped} non-finite update(s)")
+                if skipped and skipped == step - epoch_start:
+                    raise _non_finite(f"every update of epoch {epoch_done} was non-finite", ckpts)
             has_val = len(split.indices["validation"]) > 0
             if has_val and (epoch_done % tc.eval_every_epochs == 0 or last):
                 val = evaluate_split(
@@ -225,14 +246,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             writer.write_scalars(step, scalars)
             patience = tc.early_stopping_patience
             stopped_early = patience > 0 and best_epoch >= 0 and epoch_done - best_epoch >= patience
-            if epoch_done % tc.checkpoint_every_epochs == 0 or last or stopped_early:
-                _check_finite(pending, step, ckpts)  # never checkpoint a diverged state
+            preempted = stop.signum is not None
+            if epoch_done % tc.checkpoint_every_epochs == 0 or last or stopped_early or preempted:
                 ckpt_metrics = {BEST_METRIC: scalars["val_uar"]} if "val_uar" in scalars else None
-                ckpts.save(
-                    step, par.get_state(state),
-                    dict(meta, epoch=epoch_done, best_val_uar=best_uar, best_epoch=best_epoch),
-                    metrics=ckpt_metrics,
-                )  # fmt: skip
+                save(step, state, epoch_done, stopped_early=stopped_early, metrics=ckpt_metrics)
+            if preempted:
+                ckpts.close()
+                writer.close()
+                raise Preempted(stop.signum, step, workdir)
             if stopped_early:
                 console.print(f"early stop: no validation UAR gain for {patience} epochs")
                 break
@@ -333,26 +354,45 @@ def evaluate(
     return reports
 
 
-def _check_finite(pending: list[dict[str, Any]], step: int, ckpts: Checkpoints) -> list:
-    """Raises (naming the first bad step) if a loss or gradient norm is NaN or Inf.
+def _check_finite(
+    pending: list[dict[str, Any]], step: int, ckpts: Checkpoints, *, skip: bool = False
+) -> list:
+    """Fetches the pending metrics; raises (naming the first bad step) if a loss or gradient
+    norm is NaN or Inf, unless non-finite updates are skipped (``train.on_non_finite``).
 
     Called before every log and every checkpoint, so a diverged state is never saved: the
     latest checkpoint stays the last good one.
     """
     host = jax.device_get(pending)
+    if skip:
+        return host
     for offset, metrics in enumerate(host):
         if not all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm") if k in metrics):
-            ckpts.close()  # lets pending async saves (of good states) finish
             bad = step - len(host) + offset + 1
-            latest = ckpts.latest_step()
-            kept = f"checkpoint step {latest}" if latest is not None else "no checkpoint yet"
-            raise NonFiniteError(
-                f"non-finite training loss or gradient at step {bad} "
-                f"(loss {metrics['loss']}, grad_norm {metrics.get('grad_norm')}); nothing from "
-                f"it was saved (latest: {kept}). Lower train.learning_rate or set "
-                "train.grad_clip_norm."
+            raise _non_finite(
+                f"non-finite training loss or gradient at step {bad} (loss {metrics['loss']}, "
+                f"grad_norm {metrics.get('grad_norm')})",
+                ckpts,
             )
     return host
+
+
+def _non_finite(what: str, ckpts: Checkpoints) -> NonFiniteError:
+    """The error that stops a diverged run, saying which checkpoint is left to resume from."""
+    ckpts.close()  # lets pending async saves (of good states) finish
+    latest = ckpts.latest_step()
+    kept = f"checkpoint step {latest}" if latest is not None else "no checkpoint yet"
+    return NonFiniteError(
+        f"{what}; nothing from it was saved (latest: {kept}). Lower train.learning_rate, set "
+        "train.grad_clip_norm, or set train.on_non_finite=skip to skip such updates."
+    )
+
+
+def _skipped(state: train_state.TrainState) -> int:
+    """Updates skipped so far under ``train.on_non_finite='skip'`` (0 otherwise)."""
+    if state.skipped_steps is None:
+        return 0
+    return int(np.asarray(state.skipped_steps.addressable_data(0)))  # replicated
 
 
 def _epoch_of(reports: dict[str, dict[str, Any]], steps_per_epoch: int, fallback: int) -> int:
@@ -371,7 +411,13 @@ class NonFiniteError(SejaxError):
 
 
 def _mean(host_metrics: list[dict[str, Any]]) -> dict[str, float]:
-    return {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[0]}
+    """Means over the steps; skipped (non-finite) values are left out, NaN if all are."""
+
+    def mean(values: list[float]) -> float:
+        finite = [v for v in values if np.isfinite(v)]
+        return float(np.mean(finite)) if finite else float("nan")
+
+    return {k: mean([float(m[k]) for m in host_metrics]) for k in host_metrics[0]}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

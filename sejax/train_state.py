@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -22,6 +23,7 @@ from sejax.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
+NON_FINITE_POLICIES = ("stop", "skip")  # train.on_non_finite
 
 
 class TrainState(train_state.TrainState):
@@ -34,6 +36,64 @@ class TrainState(train_state.TrainState):
 
     batch_stats: Any = None
     rng: jax.Array | None = None
+    # Updates skipped for a non-finite gradient (int32 scalar) under
+    # train.on_non_finite='skip'; None under 'stop', where the loop stops instead.
+    skipped_steps: jax.Array | None = None
+
+    def apply_gradients(self, *, grads: Any, **kwargs: Any) -> TrainState:
+        """Flax's update; with a ``skipped_steps`` counter, a non-finite one is skipped.
+
+        Skipping keeps the previous params, optimizer state and BatchNorm statistics (a
+        select, not a branch: the step stays one compiled program) but still advances
+        ``step``, so the data position and dropout keys move on as in any other step.
+        """
+        new = super().apply_gradients(grads=grads, **kwargs)
+        if self.skipped_steps is None:
+            return new
+        ok = jnp.isfinite(optax.global_norm(grads)) & _all_finite((new.params, new.batch_stats))
+
+        def keep(updated: Any, previous: Any) -> Any:
+            return jax.tree.map(lambda u, p: jnp.where(ok, u, p), updated, previous)
+
+        return new.replace(
+            params=keep(new.params, self.params),
+            opt_state=keep(new.opt_state, self.opt_state),
+            batch_stats=keep(new.batch_stats, self.batch_stats),
+            skipped_steps=self.skipped_steps + jnp.where(ok, 0, 1).astype(jnp.int32),
+        )
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]  # fmt: skip
+    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+def is_finite(state: TrainState) -> bool:
+    """Whether every float in params, BatchNorm statistics and optimizer state is finite.
+
+    Checked before each checkpoint: a state that overflowed in its last update (finite
+    gradient, infinite step) must not replace the last good checkpoint.
+    """
+    finite = _all_finite((state.params, state.batch_stats, state.opt_state))
+    return bool(np.asarray(finite.addressable_data(0)))  # replicated: any local copy
+
+
+def with_non_finite_policy(state: TrainState, policy: str) -> TrainState:
+    """Adds (``'skip'``) or drops (``'stop'``) the skipped-updates counter.
+
+    Also used after a restore, so a run resumed under another policy keeps working.
+    """
+    if policy not in NON_FINITE_POLICIES:
+        raise ConfigError(
+            f"train.on_non_finite={policy!r} is not allowed; choose one of "
+            f"{list(NON_FINITE_POLICIES)}"
+        )
+    if policy == "stop":
+        return state.replace(skipped_steps=None)
+    if state.skipped_steps is None:
+        return state.replace(skipped_steps=jnp.zeros((), jnp.int32))
+    return state
 
 
 def _get(train_cfg: ml_collections.ConfigDict, key: str) -> Any:
@@ -156,7 +216,8 @@ def create_train_state_from_config(
     model = models.build_model(config.model, bn_axis_name=bn_axis_name)
     tx = make_optimizer(config.train, steps_per_epoch)
     shape = (1, features.num_frames(config.features), int(config.features.n_mels))
-    return create_train_state(jax.random.PRNGKey(seed), model, shape, tx)
+    state = create_train_state(jax.random.PRNGKey(seed), model, shape, tx)
+    return with_non_finite_policy(state, config.train.get("on_non_finite", "stop"))
 
 
 def create_train_state(

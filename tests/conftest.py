@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Overrides that shrink the default run to seconds: 8 demo actors with one take each
@@ -29,3 +31,29 @@ def tiny_args(**changes: str) -> list[str]:
     overrides = dict(TINY_OVERRIDES)
     overrides.update({k.replace("__", "."): v for k, v in changes.items()})
     return [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def final_state(workdir) -> tuple[int, list[tuple[str, np.ndarray]]]:
+    """The latest checkpoint of ``workdir``: its step and every state leaf, path by path."""
+    import jax
+
+    from sejax.checkpoints import open_for_reading
+
+    ckpts = open_for_reading(workdir)
+    try:
+        step = ckpts.latest_step()
+        state, _ = ckpts.restore_raw(step)
+    finally:
+        ckpts.close()
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    return step, [(jax.tree_util.keystr(path), np.asarray(x)) for path, x in leaves]
+
+
+def assert_bitwise_equal(a, b) -> None:
+    """Two ``final_state`` results hold the same step and bit-identical leaves."""
+    (step_a, leaves_a), (step_b, leaves_b) = a, b
+    assert step_a == step_b
+    assert [k for k, _ in leaves_a] == [k for k, _ in leaves_b]
+    differ = [k for (k, x), (_, y) in zip(leaves_a, leaves_b, strict=True)
+              if x.dtype != y.dtype or not np.array_equal(x, y)]  # fmt: skip
+    assert not differ, f"{len(differ)} of {len(leaves_a)} leaves differ, e.g. {differ[:3]}"

@@ -220,8 +220,9 @@ def test_bad_file_names_it_and_leaves_no_output(corpus, tmp_path, monkeypatch, n
     bad.write_bytes(b"RIFF but not really a wav file")
     out = tmp_path / "shards"
     with pytest.raises(DataError, match="cannot decode") as info:
-        prepare.prepare(data, out, tiny_cfg(), num_workers=num_workers, progress=False)
-    assert str(bad) in str(info.value)
+        prepare.prepare(data, out, tiny_cfg(), num_workers=num_workers, progress=False,
+                        strict=True)  # fmt: skip
+    assert str(bad) in str(info.value) and "data.strict" in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
@@ -233,7 +234,8 @@ def test_failed_overwrite_keeps_the_old_shards(corpus, tmp_path):
     before = tree_bytes(out)
     paths[3].write_bytes(b"")
     with pytest.raises(DataError, match=r"empty.*" + paths[3].name):
-        prepare.prepare(data, out, tiny_cfg(), num_workers=1, progress=False, overwrite=True)
+        prepare.prepare(data, out, tiny_cfg(), num_workers=1, progress=False, overwrite=True,
+                        strict=True)  # fmt: skip
     assert tree_bytes(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "shards"]
 
@@ -317,9 +319,10 @@ def test_skipped_names_are_recorded(tmp_path):
     make_corpus(data)
     sf.write(data / "Actor_01" / "hello.wav", np.zeros(800, np.float32), 16000)
     with pytest.raises(DataError, match=r"hello\.wav"):
-        prepare.prepare(data, tmp_path / "a", tiny_cfg(), num_workers=1, progress=False)
-    summary = prepare.prepare(data, tmp_path / "b", tiny_cfg(), on_bad_name="skip",
-                              num_workers=1, progress=False)  # fmt: skip
+        prepare.prepare(data, tmp_path / "a", tiny_cfg(), num_workers=1, progress=False,
+                        on_bad_name="error")  # fmt: skip
+    # Skipping and recording them is the default.
+    summary = prepare.prepare(data, tmp_path / "b", tiny_cfg(), num_workers=1, progress=False)
     assert summary["num_examples"] == 14
     skipped = prepare.load_metadata(tmp_path / "b")["skipped"]
     assert [name for name, _ in skipped] == ["Actor_01/hello.wav"]

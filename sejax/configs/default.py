@@ -100,7 +100,15 @@ def get_config() -> ml_collections.ConfigDict:
     # "label=target", "corpus:label=target", or "label=" to leave that label's files out.
     config.data.labels = EMOTIONS
     config.data.label_map = ()
-    config.data.on_bad_name = "error"  # 'error' | 'skip' (skipped names are reported)
+    # Screening by `prepare` (sejax/screening.py): every file found is prepared or rejected
+    # with its reason into <shards>/rejected.tsv and metadata.json. Misnamed files: 'skip'
+    # (reject and report them) or 'error' (list them all in one error, before any work).
+    # strict: stop at the first bad file of any kind. Clips shorter than min_duration_s or
+    # longer than max_duration_s (0: no limit) are rejected; silent and broken ones always.
+    config.data.on_bad_name = "skip"
+    config.data.strict = False
+    config.data.min_duration_s = 0.1
+    config.data.max_duration_s = 60.0
     # Where shards computed from raw audio are cached; empty: <workdir>/prepared.
     config.data.prepared_dir = ""
     # The demo corpus (used when data.path is empty): its actors and takes per sentence.
@@ -148,6 +156,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_epochs = 1
     config.train.keep_checkpoints = 2  # latest N, plus the best by validation UAR
     config.train.early_stopping_patience = 0  # epochs without val-UAR gain; 0 disables
+    # A NaN or Inf loss or gradient: 'stop' (exit naming the step; the latest checkpoint stays
+    # the last good one) or 'skip' (keep the previous params for that step, count it in the
+    # metrics; an epoch in which every update is skipped still stops).
+    config.train.on_non_finite = "stop"
     # Loss: label smoothing (0 disables) and class weights ('none', or 'balanced': each class
     # weighted by N / (classes * its count) over the training split).
     config.train.label_smoothing = 0.0

@@ -43,6 +43,9 @@ class Collection:
     skipped: list[tuple[str, str]]
     sources: list[dict]  # per source: corpus, path, offset, labels, map, counts, speakers
     label_names: list[str]
+    # (source, reason) of each recording whose label data.label_map leaves out: not a
+    # problem, but listed so that every file found is accounted for.
+    left_out: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def corpus(self) -> str:
@@ -72,7 +75,7 @@ def _read_source(
     label_map: labels_lib.LabelMap,
     on_bad_name: str,
     unmapped: str,
-) -> tuple[list[Example], list[tuple[str, str]], dict]:
+) -> tuple[list[Example], list[tuple[str, str]], dict, list[tuple[str, str]]]:
     corpus = corpora.get(name)
     root = Path(path).expanduser().resolve()
     recordings, skipped = corpus.read(root, on_bad_name)
@@ -89,6 +92,11 @@ def _read_source(
         if (target := mapping.get(r.emotion))
     ]
     dropped = {label: n for label, n in counts.items() if not mapping.get(label)}
+    left_out = [
+        (r.source, f"label {r.emotion!r} of {name} is left out (data.label_map)")
+        for r in recordings
+        if not mapping.get(r.emotion)
+    ]
     speakers = {str(r.actor + offset): r.speaker for r in recordings}
     info = {
         "corpus": name,
@@ -102,7 +110,7 @@ def _read_source(
         "speakers": dict(sorted(speakers.items(), key=lambda kv: int(kv[0]))),
     }
     prefix = f"{name}:" if index else ""
-    return examples, [(prefix + rel, reason) for rel, reason in skipped], info
+    return examples, [(prefix + rel, reason) for rel, reason in skipped], info, left_out
 
 
 def collect(
@@ -126,10 +134,11 @@ def collect(
     examples: list[Example] = []
     skipped: list[tuple[str, str]] = []
     infos: list[dict] = []
+    left_out: list[tuple[str, str]] = []
     owner: dict[int, str] = {}
     for index, (name, path) in enumerate(sources):
-        found, bad, info = _read_source(index, name, path, targets, parsed_map, on_bad_name,
-                                        unmapped)  # fmt: skip
+        found, bad, info, out = _read_source(index, name, path, targets, parsed_map,
+                                             on_bad_name, unmapped)  # fmt: skip
         for actor in {e.actor for e in found}:
             if actor in owner:
                 raise DataError(
@@ -139,6 +148,7 @@ def collect(
             owner[actor] = info["path"]
         examples += found
         skipped += bad
+        left_out += out
         infos.append(info)
     sources_seen: dict[str, str] = {}
     for e in examples:
@@ -151,4 +161,4 @@ def collect(
             f"no examples left after mapping labels onto data.labels={targets}: every label "
             f"was left out ({dropped})"
         )
-    return Collection(examples, skipped, infos, targets)
+    return Collection(examples, skipped, infos, targets, left_out)
