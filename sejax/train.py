@@ -273,6 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "num_devices": par.num_devices,
         "num_processes": jax.process_count(),
         "parallel": tc.parallel,
+        "skipped_steps": _skipped(state),  # non-finite updates skipped (train.on_non_finite)
         "leaking": split.leaking,
     }
     for name, report in reports.items():

@@ -33,15 +33,16 @@ def tiny_args(**changes: str) -> list[str]:
     return [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
-def final_state(workdir) -> tuple[int, list[tuple[str, np.ndarray]]]:
-    """The latest checkpoint of ``workdir``: its step and every state leaf, path by path."""
+def final_state(workdir, step: int | None = None) -> tuple[int, list[tuple[str, np.ndarray]]]:
+    """A checkpoint of ``workdir`` (the latest by default): its step and every state leaf,
+    path by path."""
     import jax
 
     from sejax.checkpoints import open_for_reading
 
     ckpts = open_for_reading(workdir)
     try:
-        step = ckpts.latest_step()
+        step = ckpts.latest_step() if step is None else step
         state, _ = ckpts.restore_raw(step)
     finally:
         ckpts.close()

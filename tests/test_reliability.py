@@ -1,7 +1,13 @@
-"""Determinism on CPU: the same config and seed give bitwise-identical train states, and a run
-stopped at any step (SIGTERM mid-epoch, or a crash with no checkpoint of that step) and resumed
-ends bitwise-identical to an uninterrupted one: data order, dropout keys and optimizer state
-are restored, not restarted. Runs are in-process on a tiny model so the test stays quick."""
+"""Reliability of training runs, in-process on a tiny model so the tests stay quick.
+
+- Determinism on CPU: the same config and seed give bitwise-identical train states, and a
+  run stopped at any step (SIGTERM mid-epoch or at an epoch's end, or a crash with no
+  checkpoint of that step) and resumed ends bitwise-identical to an uninterrupted one: data
+  order, dropout keys and optimizer state are restored, not restarted.
+- Faults during training: a NaN step stops the run naming it (the last good checkpoint
+  intact) or, with train.on_non_finite=skip, is skipped and counted; a checkpoint write that
+  fails stops the run clearly and the same command then resumes to the same bits.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,17 @@ import json
 import signal
 from typing import Any
 
+import jax
+import numpy as np
 import pytest
+from etils import epath
 
 from sejax import config as config_lib
 from sejax import parallel, train, train_state
 from sejax.checkpoints import open_for_reading
+from sejax.errors import CheckpointError
 from sejax.preemption import Preempted
+from sejax.train import NonFiniteError
 from tests.conftest import assert_bitwise_equal, final_state, tiny_args
 
 # 2 training actors (60 clips), batches of 8: 7 steps per epoch, 2 epochs. One conv block and
@@ -83,26 +94,33 @@ class _Crash(Exception):
 
 
 class _InterruptAt:
-    """A Parallel that calls ``action()`` right after its ``at_step``-th train step."""
+    """A Parallel whose ``at_step``-th train step runs on a NaN batch (``poison``), then
+    calls ``action()``."""
 
-    def __init__(self, par: parallel.Parallel, at_step: int, action) -> None:
-        self._par, self._count, self._at, self._action = par, itertools.count(1), at_step, action
+    def __init__(self, par: parallel.Parallel, at_step: int, action, poison: bool) -> None:
+        self._par, self._count, self._at = par, itertools.count(1), at_step
+        self._action, self._poison = action, poison
 
     def __getattr__(self, name: str):
         return getattr(self._par, name)
 
     def train_step(self, state, batch):
+        now = next(self._count) == self._at
+        if now and self._poison:
+            features = batch["features"]
+            batch = dict(batch, features=jax.device_put(features * np.nan, features.sharding))
         out = self._par.train_step(state, batch)
-        if next(self._count) == self._at:
+        if now:
             self._action()
         return out
 
 
-def _interrupt_at(monkeypatch, shared, at_step: int, action) -> None:
+def _interrupt_at(monkeypatch, shared, at_step: int, action=lambda: None, poison=False) -> None:
     """Runs stop right after their ``at_step``-th step, by ``action``."""
     monkeypatch.setattr(
-        parallel, "make_parallel", lambda *a, **k: _InterruptAt(shared(*a, **k), at_step, action)
-    )
+        parallel, "make_parallel",
+        lambda *a, **k: _InterruptAt(shared(*a, **k), at_step, action, poison),
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -151,4 +169,68 @@ def test_crash_then_resume_from_last_checkpoint_is_bitwise_identical(
         train.train_and_evaluate(config, tmp_path / "run")
     monkeypatch.setattr(parallel, "make_parallel", _compile_once)
     train.train_and_evaluate(config, tmp_path / "run")  # redoes steps 8-12 from step 7
+    _check(final_state(tmp_path / "run"), expected)
+
+
+# ------------------------------------------------------------------------------------------
+# Faults during training.
+
+
+def _metrics(workdir) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_nan_step_stops_naming_it_and_keeps_the_last_good_checkpoint(
+    reference, tmp_path, monkeypatch, _compile_once
+):
+    workdir, _ = reference
+    config = _config(data__path=str(workdir / "prepared"))
+    _interrupt_at(monkeypatch, _compile_once, STEPS_PER_EPOCH + 3, poison=True)
+    with pytest.raises(NonFiniteError, match=rf"at step {STEPS_PER_EPOCH + 3} \(loss nan"):
+        train.train_and_evaluate(config, tmp_path / "run")
+    ckpts = open_for_reading(tmp_path / "run")
+    assert ckpts._manager.all_steps() == [STEPS_PER_EPOCH]  # nothing after the NaN step
+    ckpts.close()
+    assert_bitwise_equal(
+        final_state(tmp_path / "run", STEPS_PER_EPOCH), final_state(workdir, STEPS_PER_EPOCH)
+    )
+
+
+def test_skip_policy_skips_the_nan_step_and_counts_it(
+    reference, tmp_path, monkeypatch, _compile_once
+):
+    workdir, _ = reference
+    config = _config(data__path=str(workdir / "prepared"), train__on_non_finite="skip")
+    _interrupt_at(monkeypatch, _compile_once, STEPS_PER_EPOCH + 3, poison=True)
+    summary = train.train_and_evaluate(config, tmp_path / "run")
+    assert summary["steps"] == 2 * STEPS_PER_EPOCH and summary["skipped_steps"] == 1
+    step, leaves = final_state(tmp_path / "run")
+    state = dict(leaves)
+    assert step == 2 * STEPS_PER_EPOCH and int(state["['skipped_steps']"]) == 1
+    assert all(np.isfinite(x).all() for _, x in leaves if x.dtype.kind == "f")
+    epochs = {r["epoch"]: r for r in _metrics(tmp_path / "run") if "epoch" in r}
+    assert epochs[1]["train_skipped_steps"] == 0 and epochs[2]["train_skipped_steps"] == 1
+    logged = [r for r in _metrics(tmp_path / "run") if r["step"] == STEPS_PER_EPOCH + 3]
+    assert any(np.isnan(r.get("train_loss", 0.0)) for r in logged)  # the skipped step's loss
+
+
+def test_failed_checkpoint_write_stops_clearly_and_resumes_identically(
+    reference, tmp_path, monkeypatch
+):
+    workdir, expected = reference
+    config = _config(data__path=str(workdir / "prepared"))
+    real_write = epath.Path.write_text
+    final = f"/{2 * STEPS_PER_EPOCH}.orbax-checkpoint-tmp"
+
+    def disk_full_at_the_end(self, *args, **kwargs):
+        if final in str(self):
+            raise OSError(28, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(epath.Path, "write_text", disk_full_at_the_end)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        train.train_and_evaluate(config, tmp_path / "run")
+    monkeypatch.setattr(epath.Path, "write_text", real_write)
+    assert open_for_reading(tmp_path / "run").latest_step() == STEPS_PER_EPOCH
+    train.train_and_evaluate(config, tmp_path / "run")  # the same command, disk freed
     _check(final_state(tmp_path / "run"), expected)
