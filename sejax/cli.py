@@ -46,6 +46,8 @@ def cmd_prepare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
 
     if args.corpus:
         overrides = [*overrides, f"--config.data.corpus={args.corpus}"]
+    if args.strict:
+        overrides = [*overrides, "--config.data.strict=True"]
     config = _config(args, overrides)
     summary = prepare.prepare(
         args.data, args.out, config.features, overwrite=args.overwrite,
@@ -198,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config file (features are read from it)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace shards prepared with a different feature config")  # fmt: skip
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first bad file (default: reject it, report it in "
+                   "OUT/rejected.tsv, go on); config data.strict")  # fmt: skip
     p.set_defaults(fn=cmd_prepare)
 
     p = sub.add_parser("train", help="train and evaluate (resumes an existing workdir)")

@@ -1,14 +1,18 @@
-"""Safe zip extraction: traversal, symlinks, zip bombs and atomicity, on tiny generated zips."""
+"""Safe archive extraction: traversal, links, devices, bombs and atomicity, on tiny generated
+zip and tar archives; and no pickle anywhere in the package."""
 
 from __future__ import annotations
 
+import io
+import re
 import stat
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from sejax.archive import safe_extract_zip
+from sejax.archive import safe_extract, safe_extract_tar, safe_extract_zip
 from sejax.errors import DataError
 
 
@@ -129,3 +133,104 @@ def test_not_a_zip(tmp_path):
         safe_extract_zip(bad, tmp_path / "out")
     with pytest.raises(DataError, match="cannot read as a zip"):
         safe_extract_zip(tmp_path / "missing.zip", tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------
+# tar archives and untrusted files in general.
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode="w:gz") -> Path:
+    with tarfile.open(path, mode) as tf:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, **fields) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info
+
+
+@pytest.mark.parametrize("mode, suffix", [("w", ".tar"), ("w:gz", ".tar.gz")])
+def test_extracts_tar_tree(tmp_path, mode, suffix):
+    members = {"Actor_01/03-01-01-01-01-01-01.wav": b"a" * 100, "README.txt": b"hello"}
+    tar_path = _tar(tmp_path / f"x{suffix}", [(_member("Actor_01", tarfile.DIRTYPE), None)]
+                    + [(_member(n), d) for n, d in members.items()], mode)  # fmt: skip
+    target = safe_extract(tar_path, tmp_path / "out")
+    for name, data in members.items():
+        assert (target / name).read_bytes() == data
+    assert _only_entries(tmp_path) == ["out", f"x{suffix}"]
+
+
+@pytest.mark.parametrize(
+    ("member", "fragment"),
+    [
+        (_member("/etc/evil.txt"), "absolute path"),
+        (_member("../evil.txt"), "'..'"),
+        (_member("a/../../evil.txt"), "'..'"),
+        (_member("link", tarfile.SYMTYPE, linkname="/etc/passwd"), "outside the archive"),
+        (_member("a/link", tarfile.SYMTYPE, linkname="../../x"), "outside the archive"),
+        (_member("link", tarfile.SYMTYPE, linkname="good.txt"), "symbolic link"),
+        (_member("hard", tarfile.LNKTYPE, linkname="../../etc/passwd"), "hard link"),
+        (_member("dev", tarfile.CHRTYPE, devmajor=1, devminor=3), "device, fifo or socket"),
+        (_member("fifo", tarfile.FIFOTYPE), "device, fifo or socket"),
+        (_member("huge.bin", size=1 << 42), "over the limit"),
+    ],
+    ids=lambda x: x.name if isinstance(x, tarfile.TarInfo) else "",
+)
+def test_refuses_unsafe_tar_members_before_writing(tmp_path, member, fragment):
+    # The unsafe member comes last: nothing, not even the good file, may be written.
+    tar_path = _tar(tmp_path / "x.tar.gz", [(_member("good.txt"), b"ok"), (member, None)])
+    with pytest.raises(DataError) as info:
+        safe_extract_tar(tar_path, tmp_path / "sub" / "out")
+    assert fragment in str(info.value) and repr(member.name) in str(info.value)
+    assert "refusing to extract" in str(info.value)
+    assert _only_entries(tmp_path / "sub") == []
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_refuses_tar_over_the_size_limit_and_duplicates(tmp_path):
+    tar_path = _tar(tmp_path / "x.tar", [(_member("a"), b"x" * 600), (_member("b"), b"y" * 600)],
+                    "w")  # fmt: skip
+    with pytest.raises(DataError, match="max_total_bytes"):
+        safe_extract_tar(tar_path, tmp_path / "out", max_total_bytes=1000)
+    assert (safe_extract_tar(tar_path, tmp_path / "out", max_total_bytes=1200) / "b").exists()
+    dup = _tar(tmp_path / "d.tar", [(_member("a"), b"1"), (_member("a"), b"2")], "w")
+    with pytest.raises(DataError, match="duplicate member name"):
+        safe_extract_tar(dup, tmp_path / "dup")
+
+
+def test_truncated_tar_leaves_nothing(tmp_path):
+    tar_path = _tar(tmp_path / "x.tar", [(_member("a"), b"A" * 5000), (_member("b"), b"B" * 5000)],
+                    "w")  # fmt: skip
+    tar_path.write_bytes(tar_path.read_bytes()[:7000])  # cut inside b's data
+    with pytest.raises(DataError, match="tar"):
+        safe_extract_tar(tar_path, tmp_path / "out")
+    assert _only_entries(tmp_path) == ["x.tar"]
+
+
+def test_safe_extract_picks_the_format_by_content(tmp_path):
+    zip_path = _zip(tmp_path / "data.bin", {"a.txt": b"z"})
+    assert (safe_extract(zip_path, tmp_path / "z") / "a.txt").read_bytes() == b"z"
+    (tmp_path / "junk.tar").write_bytes(b"neither")
+    with pytest.raises(DataError, match="neither a zip nor a tar"):
+        safe_extract(tmp_path / "junk.tar", tmp_path / "j")
+
+
+def test_no_pickle_anywhere_in_the_package():
+    """Nothing sejax reads from disk may run code: no pickle (or its relatives) at all."""
+    package = Path(__file__).resolve().parents[1] / "sejax"
+    banned = re.compile(
+        r"^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|joblib|shelve|marshal)\b"
+        r"|allow_pickle\s*=\s*True|\bpickle\.loads?\(|torch\.load\(",
+        re.MULTILINE,
+    )
+    found = [f"{path.relative_to(package)}: {m.group(0).strip()}"
+             for path in sorted(package.rglob("*.py"))
+             for m in banned.finditer(path.read_text(encoding="utf-8"))]  # fmt: skip
+    assert found == []

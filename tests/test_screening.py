@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,29 @@ def test_all_rejected_is_an_error_with_the_report(tmp_path):
 def test_impossible_limits_name_the_key(corpus, tmp_path, limits, key):
     with pytest.raises(ConfigError, match=key):
         _prepare(corpus[0], tmp_path / "out", **limits)
+
+
+def test_prepare_command_prints_the_summary_and_strict_fails_naming_the_file(
+    corpus, tmp_path, capsys
+):
+    from sejax import cli
+
+    root, expected = corpus
+    tiny = ["--config.features.duration_s=0.5", "--config.features.n_fft=256",
+            "--config.features.win_length=256", "--config.features.hop_length=128",
+            "--config.features.n_mels=16", "--config.data.num_workers=1",
+            "--config.data.max_duration_s=2.0"]  # fmt: skip
+    args = ["prepare", "--data", str(root), "--out", str(tmp_path / "shards"), *tiny]
+    assert cli.main(args) == 0
+    out, err = capsys.readouterr()
+    found, ok = len(expected), sum(p == "ok" for p in expected.values())
+    assert f"Prepared {ok} of {found} files found; rejected {found - ok}" in err
+    assert str(tmp_path / "shards" / screening.REPORT_FILE) in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["report"]["prepared"] + summary["report"]["rejected"] == found
+
+    args = ["prepare", "--data", str(root), "--out", str(tmp_path / "strict"), "--strict", *tiny]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "hello.wav" in err and "Traceback" not in err
+    assert not (tmp_path / "strict").exists()
