@@ -112,6 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     started = time.time()
     tc = config.train
     procs = {"num_processes": jax.process_count(), "process_index": jax.process_index()}
+    # The checks that need the devices but no data fail before any data is prepared.
+    parallel.make_parallel(tc).check_batch_size(config.eval.batch_size, "eval.batch_size")
 
     # Input: shards, actor-disjoint split, normalisation from the training actors.
     shards_dir = distributed.main_process_first(

@@ -24,7 +24,7 @@ from etils import epath
 from sejax import config as config_lib
 from sejax import parallel, train, train_state
 from sejax.checkpoints import open_for_reading
-from sejax.errors import CheckpointError
+from sejax.errors import CheckpointError, ConfigError
 from sejax.preemption import Preempted
 from sejax.train import NonFiniteError
 from tests.conftest import assert_bitwise_equal, final_state, tiny_args
@@ -234,3 +234,11 @@ def test_failed_checkpoint_write_stops_clearly_and_resumes_identically(
     assert open_for_reading(tmp_path / "run").latest_step() == STEPS_PER_EPOCH
     train.train_and_evaluate(config, tmp_path / "run")  # the same command, disk freed
     _check(final_state(tmp_path / "run"), expected)
+
+
+def test_batch_that_does_not_divide_over_the_devices_fails_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel.Parallel, "num_devices", property(lambda self: 4))
+    config = _config(train__batch_size="6", data__path=str(tmp_path / "no_such_corpus"))
+    with pytest.raises(ConfigError, match=r"train\.batch_size=6 must be a positive multiple"):
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "prepared").exists()
