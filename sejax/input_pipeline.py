@@ -415,9 +415,7 @@ class Shards:
                 f"({len(indices)} examples)"
             )
         local = _per_process(batch_size, num_processes, process_index, "train.batch_size")
-        epoch_seed = int.from_bytes(
-            hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:4], "little"
-        )
+        epoch_seed = _epoch_seed(seed, epoch)
         ds = (
             self._cached(indices)
             .shuffle(min(shuffle_buffer, len(indices)), seed=epoch_seed,
@@ -431,6 +429,15 @@ class Shards:
             .prefetch(prefetch)
         )  # fmt: skip
         yield from ds.as_numpy_iterator()
+
+    def arrays(self, indices: np.ndarray, norm: Normalization) -> dict[str, np.ndarray]:
+        """The examples ``indices`` normalised, whole, as host arrays (shard order): the
+        input of ``Parallel.put_resident``."""
+        parts = [
+            {k: v[batch["mask"] > 0] for k, v in batch.items() if k != "mask"}
+            for batch in self.eval_batches(indices, norm, batch_size=256)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in ("features", "label")}
 
     def eval_batches(
         self,
@@ -476,6 +483,24 @@ class Shards:
         if key not in self._cache:
             self._cache[key] = self._select(indices).cache()
         return self._cache[key]
+
+
+def epoch_order(num_examples: int, batch_size: int, *, seed: int, epoch: int) -> np.ndarray:
+    """Rows ``[steps, batch_size]`` of one shuffled epoch over a resident split (full batches
+    only). Like ``Shards.train_batches`` the order depends only on ``(seed, epoch)``, so a
+    resumed run continues with the rows an uninterrupted run would see."""
+    if num_examples < batch_size:
+        raise ConfigError(
+            f"train.batch_size={batch_size} is larger than the training split "
+            f"({num_examples} examples)"
+        )
+    steps = num_examples // batch_size
+    order = np.random.default_rng(_epoch_seed(seed, epoch)).permutation(num_examples)
+    return order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:4], "little")
 
 
 def _per_process(batch_size: int, num_processes: int, process_index: int, key: str) -> int:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -133,6 +134,39 @@ class Parallel:
             return jax.make_array_from_process_local_data(self.sharded, x)
 
         return {name: put(x) for name, x in batch.items()}
+
+    def put_resident(self, arrays: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """A whole split ``{name: [N, ...]}`` replicated on every device, once.
+
+        Every process passes the same arrays. Batches are then gathered on the devices
+        (``resident_batch``): no host pipeline and no host-to-device copy per step, so an
+        epoch costs its steps. For corpora that fit in device memory (RAVDESS: ~110 MB).
+        """
+
+        def put(x: np.ndarray) -> jax.Array:
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, self.replicated, lambda index: x[index])
+
+        return {name: put(x) for name, x in arrays.items()}
+
+    def resident_batch(
+        self, resident: Mapping[str, jax.Array], rows: np.ndarray
+    ) -> dict[str, jax.Array]:
+        """The global batch of ``rows`` (indices into ``put_resident``'s split), laid out as
+        ``put_batch`` lays out a host batch."""
+        return self._gather_rows(dict(resident), np.asarray(rows, np.int32))
+
+    @functools.cached_property
+    def _gather_rows(self) -> Any:
+        local = len(self.local_devices)
+
+        def gather(resident: dict[str, jax.Array], rows: jax.Array) -> dict[str, jax.Array]:
+            batch = {name: jnp.take(x, rows, axis=0) for name, x in resident.items()}
+            if self.mode == "pmap":
+                batch = {k: x.reshape(local, -1, *x.shape[1:]) for k, x in batch.items()}
+            return batch
+
+        return jax.jit(gather, out_shardings=self.sharded)
 
     def put_state(self, state: TrainState) -> TrainState:
         """Replicate a state (fresh or restored) on every device, as global arrays.

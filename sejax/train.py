@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         meta_now = dict(meta, epoch=epoch, best_val_uar=best_uar, best_epoch=best_epoch, **extra)
         ckpts.save(step, state, meta_now, metrics=metrics)
 
+    # Input: the tf.data pipeline over the shards, or (data.device_resident) the whole
+    # normalised training split copied to the devices once, each batch gathered there.
+    resident = None
+    if config.data.device_resident:
+        resident = par.put_resident(shards.arrays(split.indices["train"], norm))
+
+    def train_batches(epoch: int, skip_batches: int) -> Iterator[dict[str, jax.Array]]:
+        if resident is not None:
+            rows = input_pipeline.epoch_order(
+                len(split.indices["train"]), tc.batch_size, seed=config.seed, epoch=epoch
+            )
+            for batch_rows in rows[skip_batches:]:
+                yield par.resident_batch(resident, batch_rows)
+            return
+        batches = shards.train_batches(
+            split.indices["train"], norm, batch_size=tc.batch_size, seed=config.seed,
+            epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
+            prefetch=config.data.prefetch, skip_batches=skip_batches, **procs,
+        )  # fmt: skip
+        for batch in batches:
+            yield par.put_batch(batch)
+
     step = start_step
     stopped_early = finished
     skip = tc.on_non_finite == "skip"
@@ -196,13 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         for epoch in range(first_epoch, tc.num_epochs):
             pending = []  # device-side metrics of the steps not yet logged
             epoch_start, skipped_before = step, _skipped(state)
-            batches = shards.train_batches(
-                split.indices["train"], norm, batch_size=tc.batch_size, seed=config.seed,
-                epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
-                prefetch=config.data.prefetch, skip_batches=step - epoch * steps_per_epoch, **procs,
-            )  # fmt: skip
-            for batch in batches:
-                state, metrics = par.train_step(state, par.put_batch(batch))
+            for batch in train_batches(epoch, skip_batches=step - epoch * steps_per_epoch):
+                state, metrics = par.train_step(state, batch)
                 step += 1
                 pending.append(metrics)
                 if step % tc.log_every_steps == 0 or step == total_steps:

@@ -110,3 +110,16 @@ def test_prepared_shards_with_other_features_are_refused(shards_dir, tmp_path):
     config.data.path = str(shards_dir)  # prepared with n_mels=16, duration 0.5
     with pytest.raises(Exception, match="fingerprint"):
         input_pipeline.resolve_shards(config, tmp_path)
+
+
+def test_epoch_order_is_a_fixed_shuffle_of_full_batches():
+    from sejax.input_pipeline import epoch_order
+
+    rows = epoch_order(50, 8, seed=3, epoch=1)
+    assert rows.shape == (6, 8) and rows.dtype == np.int32
+    assert len(set(rows.ravel().tolist())) == 48 and rows.max() < 50  # no repeats
+    np.testing.assert_array_equal(rows, epoch_order(50, 8, seed=3, epoch=1))
+    assert not np.array_equal(rows, epoch_order(50, 8, seed=3, epoch=2))
+    assert not np.array_equal(rows, epoch_order(50, 8, seed=4, epoch=1))
+    with pytest.raises(ConfigError, match=r"train\.batch_size=8"):
+        epoch_order(5, 8, seed=0, epoch=0)

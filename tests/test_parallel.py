@@ -66,6 +66,12 @@ for mode in ("pmap", "jit"):
         state, m = par.train_step(state, par.put_batch(batch))
         metrics.append({k: float(v) for k, v in jax.device_get(m).items()})
     ev = par.eval_step(state, par.put_batch(eval_batch))
+    # The device-resident input gathers the same batch, laid out the same way.
+    resident = par.put_resident({k: np.concatenate([b[k] for b in batches]) for k in batches[0]})
+    gathered, put = par.resident_batch(resident, np.arange(8, 16)), par.put_batch(batches[1])
+    resident_equal = all(
+        np.array_equal(np.asarray(gathered[k]), np.asarray(put[k]))
+        and gathered[k].sharding == put[k].sharding for k in put)
     saved = par.get_state(state)
     out[mode] = {
         "metrics": metrics,
@@ -78,6 +84,7 @@ for mode in ("pmap", "jit"):
             for x in jax.tree.leaves(saved)),
         "state_devices": sorted({len(x.sharding.device_set) for x in jax.tree.leaves(saved)}),
         "batch_shape": list(par.put_batch(batches[0])["features"].shape),
+        "resident_equal": resident_equal,
     }
     train_cfg.batch_size = 6
     try:
@@ -187,6 +194,7 @@ def test_layouts_on_four_devices(runs, mode):
     assert four["state_replicated"]
     assert four["state_devices"] == [4]
     assert four["batch_shape"] == ([4, 2, 32, 16] if mode == "pmap" else [8, 32, 16])
+    assert four["resident_equal"] and runs[1][mode]["resident_equal"]
     # Eval outputs come back whole, in global order, with padding masked out.
     assert np.shape(four["eval"]["logits"]) == (8, 8)
     assert four["eval"]["count"] == 6.0
