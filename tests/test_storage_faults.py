@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +26,23 @@ def _state(value: float) -> dict:
 
 def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _wait_until_quiet(folder, seconds: float = 0.5, limit: float = 20.0) -> None:
+    """Returns once no file under ``folder`` has appeared, gone or grown for ``seconds``."""
+
+    def snapshot():
+        try:
+            return sorted((str(p), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+        except OSError:  # something vanished while we looked: not quiet
+            return time.monotonic()
+
+    before, quiet_since, start = snapshot(), time.monotonic(), time.monotonic()
+    while time.monotonic() - quiet_since < seconds and time.monotonic() - start < limit:
+        time.sleep(0.1)
+        now = snapshot()
+        if now != before:
+            before, quiet_since = now, time.monotonic()
 
 
 def test_failed_checkpoint_write_is_clear_and_keeps_earlier_ones(tmp_path, monkeypatch):
@@ -46,7 +64,9 @@ def test_failed_checkpoint_write_is_clear_and_keeps_earlier_ones(tmp_path, monke
     np.testing.assert_array_equal(state["w"], np.ones(3, np.float32))
     assert meta == {"epoch": 1}
     reader.close()
-    # Opening for writing again clears what the failed save left; saving works again.
+    # Opening for writing again clears what the failed save left; saving works again. (A real
+    # run exits on the error; here, first let the failed save's writer threads finish.)
+    _wait_until_quiet(tmp_path / "checkpoints")
     writer = Checkpoints(tmp_path / "checkpoints", keep=3)
     writer.save(2, _state(2), {"epoch": 2})
     writer.close()
