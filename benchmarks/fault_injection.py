@@ -24,7 +24,7 @@ training, mid-step, mid-validation or mid-checkpoint-save.
     python benchmarks/fault_injection.py [--trials 10] [--seed 0] [--root DIR] [--keep]
 
 Prints one line per trial, then ``{"trials": 10, "identical": ..., "corrupted_checkpoints":
-...}`` (and more keys) as the last line. About 8 minutes on a shared 2-core CPU.
+...}`` (and more keys) as the last line. About 10 minutes on a shared 2-core CPU.
 """
 
 from __future__ import annotations
