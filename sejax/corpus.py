@@ -270,10 +270,14 @@ def discover(
         seen[key] = rel
         utterances.append(utterance)
 
+    if not utterances:  # nothing valid: say why, file by file
+        raise DataError(
+            "no valid RAVDESS recordings; " + format_bad(bad, root)
+            if bad
+            else f"{root}: no valid RAVDESS recordings"
+        )
     if bad and on_bad_name == "error":
         raise DataError(format_bad(bad, root))
-    if not utterances:
-        raise DataError(f"{root}: no valid RAVDESS recordings; all {len(bad)} were skipped")
     return utterances, bad
 
 

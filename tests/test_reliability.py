@@ -172,6 +172,25 @@ def test_crash_then_resume_from_last_checkpoint_is_bitwise_identical(
     _check(final_state(tmp_path / "run"), expected)
 
 
+def test_device_resident_input_resumes_bitwise(reference, tmp_path, monkeypatch, _compile_once):
+    """data.device_resident: batches gathered on the device; SIGTERM mid-epoch and resume
+    ends bit-identical to an uninterrupted resident run."""
+    workdir, tf_data = reference
+    config = _config(data__path=str(workdir / "prepared"), data__device_resident="True")
+    train.train_and_evaluate(config, tmp_path / "straight")
+    straight = final_state(tmp_path / "straight")
+    assert straight[0] == 2 * STEPS_PER_EPOCH
+    pairs = zip(straight[1], tf_data[1], strict=True)
+    assert any(not np.array_equal(a, b) for (_, a), (_, b) in pairs)  # another data order
+    sigterm = lambda: signal.raise_signal(signal.SIGTERM)  # noqa: E731
+    _interrupt_at(monkeypatch, _compile_once, STEPS_PER_EPOCH + 3, sigterm)
+    with pytest.raises(Preempted):
+        train.train_and_evaluate(config, tmp_path / "run")
+    monkeypatch.setattr(parallel, "make_parallel", _compile_once)
+    train.train_and_evaluate(config, tmp_path / "run")
+    assert_bitwise_equal(final_state(tmp_path / "run"), straight)
+
+
 # ------------------------------------------------------------------------------------------
 # Faults during training.
 

@@ -65,6 +65,7 @@ def test_evaluate_command_reproduces_the_report(trained):
     assert summary["num_examples"] == 60
 
 
+@pytest.mark.slow  # ~2 min; bitwise resume is covered fast in test_reliability.py
 def test_resume_continues_where_it_stopped(trained, tmp_path):
     """Two epochs, then the same workdir asked for three: it trains only the third, and its
     losses match those of the uninterrupted run (constant learning rate, same seed)."""
@@ -105,30 +106,3 @@ def test_bad_config_key_and_bad_data_path_fail_clearly(tmp_path):
     assert out.returncode == 2 and "/no/such/dir" in out.stderr
     out = _sejax("evaluate", "--workdir", str(tmp_path / "nothing"), cwd=tmp_path)
     assert out.returncode == 2 and "no checkpoints" in out.stderr
-
-
-def test_device_resident_input_trains_and_resumes_bitwise(trained, tmp_path):
-    """data.device_resident: the split lives on the device, batches are gathered there; one
-    epoch then a resumed second one ends bit-identical to two epochs in one go."""
-    from tests.conftest import assert_bitwise_equal, final_state
-
-    root, _ = trained
-    shared = [
-        f"--config.data.path={root / 'run' / 'prepared'}",
-        "--config.data.device_resident=True",
-    ]
-
-    def run(workdir: Path, epochs: int) -> dict:
-        out = _sejax("train", "--workdir", str(workdir), *tiny_args(train__num_epochs=str(epochs)),
-                     *shared, cwd=tmp_path)  # fmt: skip
-        assert out.returncode == 0, out.stderr[-3000:]
-        return _last_json(out.stdout)
-
-    straight = run(tmp_path / "straight", 2)
-    run(tmp_path / "resumed", 1)
-    resumed = run(tmp_path / "resumed", 2)
-    assert resumed["steps"] == straight["steps"] > 0
-    assert_bitwise_equal(final_state(tmp_path / "straight"), final_state(tmp_path / "resumed"))
-    losses = [json.loads(line).get("train_loss") for line in
-              (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
-    assert all(np.isfinite(v) for v in losses if v is not None)

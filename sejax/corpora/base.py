@@ -96,10 +96,14 @@ def read_named(
             continue
         seen[key] = rel
         recordings.append(Recording(source=source, **fields))
+    if not recordings:  # nothing valid: say why, file by file
+        raise DataError(
+            f"no valid {title} recordings; " + corpus_files.format_bad(bad, root, title)
+            if bad
+            else f"{root}: no valid {title} recordings"
+        )
     if bad and on_bad_name == "error":
         raise DataError(corpus_files.format_bad(bad, root, title))
-    if not recordings:
-        raise DataError(f"{root}: no valid {title} recordings; all {len(bad)} were skipped")
     return recordings, bad
 
 
