@@ -63,8 +63,11 @@ METADATA_FILE = "metadata.json"
 CORPORA = corpora.NAMES
 CHUNK_SIZE = 16  # files per worker task: large enough that IPC is cheap, small for balance
 # Modules the worker fork server imports once (librosa's STFT pulls in scipy.signal and numba).
+# librosa.util.utils compiles numba functions on import; the first STFT imports it lazily,
+# which cost each worker's first chunk 1.2-1.9 s instead of 0.1 s (benchmarks/README.md).
 _WORKER_PRELOAD = (
-    "sejax.prepare", "soundfile", "librosa.core.spectrum", "librosa.filters", "threadpoolctl",
+    "sejax.prepare", "soundfile", "librosa.core.spectrum", "librosa.filters", "librosa.util.utils",
+    "threadpoolctl",
 )  # fmt: skip
 _SHARD_RE = re.compile(r"^shard-\d{5}-of-\d{5}\.tfrecord$")
 _REQUIRED_KEYS = (
