@@ -47,6 +47,14 @@ def test_split_errors_name_the_key(shards_dir):
         input_pipeline.split_by_actor(examples, _data_cfg(val=(1, 2, 3), test=(4, 5, 6)))
 
 
+def test_every_actor_can_train(shards_dir):
+    """No validation or test actors: a final model trained on everything (nothing evaluated)."""
+    examples = input_pipeline.Shards(shards_dir).examples
+    split = input_pipeline.split_by_actor(examples, _data_cfg(val=(), test=()))
+    assert len(split.indices["train"]) == len(examples)
+    assert len(split.indices["validation"]) == len(split.indices["test"]) == 0
+
+
 def _all_features(shards, indices):
     rows = {}
     for b in shards._select(indices).batch(64).as_numpy_iterator():
