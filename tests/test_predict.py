@@ -266,3 +266,17 @@ def test_bundle_checks_meta_against_the_model(run, tmp_path):
     with pytest.raises(CheckpointError, match="fingerprint"):
         bundle_lib._check_meta(config, meta, "here")
     assert features.fingerprint(config.features) == bundle.meta["features_fingerprint"]
+
+
+def test_shipped_ravdess_model_predicts_right_after_install():
+    """`sejax.load("ravdess")` finds the packaged model: 8 emotions, probabilities that sum
+    to one, on audio at another rate than the model's."""
+    from sejax.configs.default import EMOTIONS
+
+    model = sejax.load("ravdess")
+    assert list(model.label_names) == list(EMOTIONS)
+    t = np.arange(int(1.7 * 22050)) / 22050
+    voice = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    result = model.predict(voice, sample_rate=22050)
+    assert result.label in model.label_names
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
