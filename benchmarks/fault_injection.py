@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sejax.checkpoints import state_leaves
+
 TRAIN_OVERRIDES = {
     "data.demo_repetitions": "(1,)",
     "features.duration_s": "1.0",
@@ -94,22 +96,6 @@ def _run(cmd: list[str], root: Path, workdir: Path) -> tuple[int, float, list[fl
         logged += [time.monotonic() - started] * (_logged_steps(workdir) - len(logged))
         time.sleep(0.05)
     return proc.returncode, time.monotonic() - started, logged
-
-
-def _state(workdir: Path, step: int | None = None) -> tuple[int, list[tuple[str, Any]]]:
-    import jax
-    import numpy as np
-
-    from sejax.checkpoints import open_for_reading
-
-    ckpts = open_for_reading(workdir)
-    try:
-        step = ckpts.latest_step() if step is None else step
-        state, _ = ckpts.restore_raw(step)
-    finally:
-        ckpts.close()
-    leaves = jax.tree_util.tree_leaves_with_path(state)
-    return step, [(jax.tree_util.keystr(k), np.asarray(x)) for k, x in leaves]
 
 
 def _identical(a: tuple[int, list], b: tuple[int, list]) -> bool:
@@ -167,7 +153,7 @@ def _trial(i: int, rng: random.Random, root: Path, shards: Path, window: tuple[f
     while rc != 0 and runs <= RERUNS:
         rc, _, _ = _run(cmd, root, workdir)
         runs += 1
-    same = rc == 0 and _identical(_state(workdir), reference)
+    same = rc == 0 and _identical(state_leaves(workdir), reference)
     return {
         "trial": i,
         "killed_after_s": round(killed_at, 2),
@@ -201,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reference run failed ({rc}); see {root / 'reference.log'}", file=sys.stderr)
             return 1
         shards = root / "reference" / "prepared"
-        reference = _state(root / "reference")
+        reference = state_leaves(root / "reference")
         print(f"reference: {reference[0]} steps in {seconds:.0f} s (cold compile)", flush=True)
         rc, seconds, logged = _run(_command(root / "again", shards), root, root / "again")
-        again = rc == 0 and _identical(_state(root / "again"), reference)
+        again = rc == 0 and _identical(state_leaves(root / "again"), reference)
         # From the first logged step to the last one plus the last checkpoint's save.
         window = (0.0, (logged[-1] - logged[0] if logged else seconds) + LAST_SAVE_S)
         print(f"second uninterrupted run: {seconds:.0f} s, steps logged from {logged[0]:.0f} s "

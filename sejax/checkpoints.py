@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -141,3 +142,16 @@ def open_for_reading(workdir: str | Path) -> Checkpoints:
     if ckpts.latest_step() is None:
         raise CheckpointError(f"{directory} holds no complete checkpoint")
     return ckpts
+
+
+def state_leaves(workdir: str | Path, step: int | None = None) -> tuple[int, list[tuple[str, Any]]]:
+    """A checkpoint of ``workdir`` (the latest by default): its step and every state leaf as
+    ``(path, numpy array)``, in tree order: what bitwise comparisons of runs compare."""
+    ckpts = open_for_reading(workdir)
+    try:
+        step = ckpts.latest_step() if step is None else step
+        state, _ = ckpts.restore_raw(step)
+    finally:
+        ckpts.close()
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    return step, [(jax.tree_util.keystr(path), np.asarray(x)) for path, x in leaves]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +350,17 @@ def _validate_labels(config: ml_collections.ConfigDict) -> None:
         )
     labels_lib.parse_label_map(config.data.label_map, labels, corpora.NAMES)
     sources_lib.parse_sources(config.data.extra_sources)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"section.key": value}``, for hparams and comparisons."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

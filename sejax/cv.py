@@ -239,7 +239,7 @@ def check_same_config(directory: Path, config: ml_collections.ConfigDict) -> Non
     old, new = _comparable(json.loads(path.read_text())), _comparable(config.to_dict())
     if old == new:
         return
-    flat_old, flat_new = _flatten(old), _flatten(new)
+    flat_old, flat_new = config_lib.flatten(old), config_lib.flatten(new)
     keys = sorted(k for k in flat_old.keys() | flat_new.keys()
                   if flat_old.get(k) != flat_new.get(k))  # fmt: skip
     shown = ", ".join(f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}" for k in keys[:5])
@@ -247,16 +247,6 @@ def check_same_config(directory: Path, config: ml_collections.ConfigDict) -> Non
         f"{directory} was run with another config ({shown}); use a new --workdir, or the "
         "config it was run with"
     )
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, log: Any = print) -> dict[str, Any]:

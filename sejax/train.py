@@ -175,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     start_step = int(jax.device_get(par.get_state(state).step))
     writer = create_writer(workdir, enabled=main)
     if start_step == 0:
-        writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+        writer.write_hparams({k: str(v) for k, v in config_lib.flatten(config.to_dict()).items()})
     if main:
         (workdir / "config.json").write_text(config_lib.to_json(config))
 
@@ -439,16 +439,6 @@ def _mean(host_metrics: list[dict[str, Any]]) -> dict[str, float]:
         return float(np.mean(finite)) if finite else float("nan")
 
     return {k: mean([float(m[k]) for m in host_metrics]) for k in host_metrics[0]}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

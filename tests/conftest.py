@@ -36,18 +36,9 @@ def tiny_args(**changes: str) -> list[str]:
 def final_state(workdir, step: int | None = None) -> tuple[int, list[tuple[str, np.ndarray]]]:
     """A checkpoint of ``workdir`` (the latest by default): its step and every state leaf,
     path by path."""
-    import jax
+    from sejax.checkpoints import state_leaves
 
-    from sejax.checkpoints import open_for_reading
-
-    ckpts = open_for_reading(workdir)
-    try:
-        step = ckpts.latest_step() if step is None else step
-        state, _ = ckpts.restore_raw(step)
-    finally:
-        ckpts.close()
-    leaves = jax.tree_util.tree_leaves_with_path(state)
-    return step, [(jax.tree_util.keystr(path), np.asarray(x)) for path, x in leaves]
+    return state_leaves(workdir, step)
 
 
 def assert_bitwise_equal(a, b) -> None:
