@@ -239,6 +239,19 @@ def test_cv_refuses_a_fold_folder_from_another_config(fake_run, capsys):
     assert calls == ["fold_0"]
 
 
+def test_cv_accepts_a_fold_run_before_a_config_key_existed(fake_run, tmp_path):
+    """A key sejax added later, left at its default, is no config change; set otherwise, it is."""
+    sejax_cv, calls, _, workdir = fake_run
+    assert sejax_cv("--config.cv.only_folds=(0,)") == 0
+    saved = workdir / "fold_0" / "config.json"
+    old = json.loads(saved.read_text())
+    del old["data"]["device_resident"]  # as written before data.device_resident existed
+    saved.write_text(json.dumps(old))
+    assert sejax_cv("--config.cv.only_folds=(0,)") == 0
+    assert sejax_cv("--config.cv.only_folds=(0,)", "--config.data.device_resident=True") == 2
+    assert calls == ["fold_0"]
+
+
 def test_random_clip_folds_are_labelled_leaking(fake_run, capsys):
     sejax_cv, calls, rows, workdir = fake_run
     assert sejax_cv("--config.data.split_by=random") == 2
