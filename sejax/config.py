@@ -271,7 +271,11 @@ def _validate_split(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_training_extras(config: ml_collections.ConfigDict) -> None:
-    """Loss options (train.label_smoothing, train.class_weights) and config.augment."""
+    """Loss options (train.label_smoothing, train.class_weights), train.precise_bn_batches
+    and config.augment."""
+    precise = config.train.get("precise_bn_batches", 0)
+    if isinstance(precise, bool) or not isinstance(precise, int) or precise < 0:
+        raise ConfigError(f"train.precise_bn_batches={precise!r} must be an integer >= 0")
     smoothing = config.train.get("label_smoothing", 0.0)
     if not 0.0 <= smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing={smoothing!r} must be in [0, 1)")

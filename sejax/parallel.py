@@ -19,7 +19,7 @@ the same numbers as one device with the same global batch (tests/test_parallel.p
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -89,16 +89,19 @@ class Parallel:
 
         train = functools.partial(steps.train_step, axis_name=AXIS, recipe=recipe)
         evaluate = functools.partial(steps.eval_step, axis_name=AXIS)
+        batch_stats = functools.partial(steps.batch_stats_step, axis_name=AXIS)
         if mode == "pmap":
             pmap = functools.partial(
                 jax.pmap, axis_name=AXIS, in_axes=(None, 0), devices=self.devices
             )
             self._train = pmap(train, out_axes=(None, None), donate_argnums=(0,))
             self._eval = pmap(evaluate, out_axes=(0, None))
+            self._batch_stats = pmap(batch_stats, out_axes=None)
         else:
             shard_map = functools.partial(_shard_map(), mesh=self.mesh, in_specs=(P(), P(AXIS)))
             self._train = jax.jit(shard_map(train, out_specs=(P(), P())), donate_argnums=(0,))
             self._eval = jax.jit(shard_map(evaluate, out_specs=(P(AXIS), P())))
+            self._batch_stats = jax.jit(shard_map(batch_stats, out_specs=P()))
 
     @property
     def num_devices(self) -> int:
@@ -207,6 +210,29 @@ class Parallel:
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         """One update on a ``put_batch`` batch; the input state is donated (do not reuse it)."""
         return self._train(state, batch)
+
+    def precise_batch_stats(
+        self, state: TrainState, batches: Iterable[Mapping[str, jax.Array]]
+    ) -> TrainState:
+        """The state with its BatchNorm running averages replaced by the mean statistics of
+        ``batches`` (``put_batch`` batches of training data; ``steps.batch_stats_step``)."""
+        total, count = None, 0
+        for batch in batches:
+            stats = self._batch_stats(state, batch)
+            total = stats if total is None else self._add(total, stats)
+            count += 1
+        if count == 0:
+            raise ValueError("precise BatchNorm statistics need at least one batch")
+        return state.replace(batch_stats=self._scale(total, 1.0 / count))
+
+    @functools.cached_property
+    def _add(self) -> Any:
+        return jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b), out_shardings=self.replicated)
+
+    @functools.cached_property
+    def _scale(self) -> Any:
+        return jax.jit(lambda a, s: jax.tree.map(lambda x: x * s, a),
+                       out_shardings=self.replicated)  # fmt: skip
 
     def eval_step(self, state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
         """Per-example ``logits`` [B, C] and ``loss`` [B] plus ``loss_sum``, ``correct`` and

@@ -61,7 +61,7 @@ def _as_varying(tree: Any, axis_name: str | None) -> Any:
 
 def _check_bn_axis(state: TrainState, axis_name: str | None) -> None:
     """BatchNorm must average over the step's axis, or the devices' statistics diverge."""
-    module = getattr(state.apply_fn, "__self__", None)
+    module = _module(state)
     if module is None or not hasattr(module, "bn_axis_name"):
         return
     if module.bn_axis_name != axis_name:
@@ -70,6 +70,11 @@ def _check_bn_axis(state: TrainState, axis_name: str | None) -> None:
             f"over axis_name={axis_name!r}: build it with "
             f"build_model(config.model, bn_axis_name={axis_name!r})"
         )
+
+
+def _module(state: TrainState) -> Any:
+    """The Flax module whose ``apply`` is the state's ``apply_fn`` (None for a plain function)."""
+    return getattr(state.apply_fn, "__self__", None)
 
 
 def _dropout_key(state: TrainState, axis_name: str | None) -> jax.Array:
@@ -129,6 +134,28 @@ def train_step(
     if lr is not None:
         metrics["learning_rate"] = jnp.asarray(lr, jnp.float32)
     return new_state, metrics
+
+
+def batch_stats_step(state: TrainState, batch: Batch, *, axis_name: str | None) -> Any:
+    """The BatchNorm statistics (mean, var) of this global training batch, as inference runs
+    the network: every layer's statistics with the current weights, dropout off.
+
+    The mean of these over several batches replaces the running averages before evaluation
+    (precise BatchNorm, ``train.precise_bn_batches``): training itself is unchanged.
+    """
+    _check_bn_axis(state, axis_name)
+    module = _module(state)
+    if module is None or not all(hasattr(module, k) for k in ("conv_dropout", "head_dropout")):
+        raise ConfigError("train.precise_bn_batches needs a sejax CnnBiLstm train state")
+    # Momentum 0: the "running average" the layer returns is exactly this batch's statistics.
+    inference_like = module.clone(conv_dropout=0.0, head_dropout=0.0, bn_momentum=0.0)
+    _, updates = inference_like.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        batch["features"],
+        train=True,
+        mutable=["batch_stats"],
+    )
+    return _pmean(updates["batch_stats"], axis_name)
 
 
 def eval_step(

@@ -8,6 +8,7 @@ validation and checkpoints -> final evaluation of the best checkpoint on each ev
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -241,6 +242,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 writer.close()
                 raise Preempted(stop.signum, step, workdir)
             last = epoch_done == tc.num_epochs
+            if tc.get("precise_bn_batches", 0) > 0:  # inference statistics of these weights
+                calibration = itertools.islice(train_batches(epoch, 0), tc.precise_bn_batches)
+                state = par.precise_batch_stats(state, calibration)
             scalars = {"epoch": epoch_done}
             if skip:
                 skipped = _skipped(state) - skipped_before

@@ -72,8 +72,16 @@ for mode in ("pmap", "jit"):
     resident_equal = all(
         np.array_equal(np.asarray(gathered[k]), np.asarray(put[k]))
         and gathered[k].sharding == put[k].sharding for k in put)
+    # Precise BatchNorm over two batches: global statistics, replicated, nothing else changed.
+    precise = par.precise_batch_stats(state, (par.put_batch(b) for b in batches[:2]))
     saved = par.get_state(state)
     out[mode] = {
+        "precise_bn": [np.asarray(x).ravel().tolist()
+                       for x in jax.tree.leaves(precise.batch_stats)],
+        "precise_keeps_params": all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+            jax.tree.leaves(precise.params), jax.tree.leaves(saved.params))),
+        "precise_replicated": all(x.sharding.spec == P() and len(x.sharding.device_set) ==
+                                  jax.device_count() for x in jax.tree.leaves(precise.batch_stats)),
         "metrics": metrics,
         "params": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(saved.params)],
         "batch_stats": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(saved.batch_stats)],
@@ -172,6 +180,18 @@ def test_four_devices_match_one(runs, mode):
     assert one["step"] == four["step"] == 3
     for key in ("logits", "loss", "loss_sum", "correct", "count"):
         _close(one["eval"][key], four["eval"][key])
+
+
+@pytest.mark.parametrize("mode", ["pmap", "jit"])
+def test_precise_batch_stats_are_global_and_change_nothing_else(runs, mode):
+    one, four = runs[1][mode], runs[4][mode]
+    for a, b in zip(one["precise_bn"], four["precise_bn"], strict=True):
+        _close(a, b)
+    # Recomputed, not the running averages the steps left.
+    pairs = zip(one["precise_bn"], one["batch_stats"], strict=True)
+    assert any(not np.allclose(a, b) for a, b in pairs)
+    assert one["precise_keeps_params"] and four["precise_keeps_params"]
+    assert one["precise_replicated"] and four["precise_replicated"]
 
 
 def test_paths_agree_with_each_other(runs):

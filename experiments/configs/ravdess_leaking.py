@@ -10,21 +10,13 @@ such a split unless data.allow_leakage is set, and then marks every report "leak
 train` holds out 10 % for validation and 20 % for test.
 """
 
-import importlib.util
 from pathlib import Path
 
-
-def _base():
-    spec = importlib.util.spec_from_file_location(
-        "ravdess_base", Path(__file__).with_name("ravdess.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from sejax.config import load_config
 
 
 def get_config():
-    config = _base()
+    config = load_config(Path(__file__).with_name("ravdess.py"))
     config.data.split_by = "random"
     config.data.allow_leakage = True
     config.data.split_seed = 0

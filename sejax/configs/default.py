@@ -161,6 +161,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_epochs = 1
     config.train.keep_checkpoints = 2  # latest N, plus the best by validation UAR
     config.train.early_stopping_patience = 0  # epochs without val-UAR gain; 0 disables
+    # Precise BatchNorm: before each validation (and the checkpoint after it) replace the
+    # running BatchNorm averages by the mean statistics of this many training batches, computed
+    # as inference runs the network (dropout off) with the current weights. The running
+    # averages (momentum 0.99, as Keras) lag the fast-moving weights of a short run and can
+    # make the inference network collapse to one class; 0 keeps them (the reference).
+    config.train.precise_bn_batches = 0
     # A NaN or Inf loss or gradient: 'stop' (exit naming the step; the latest checkpoint stays
     # the last good one) or 'skip' (keep the previous params for that step, count it in the
     # metrics; an epoch in which every update is skipped still stops).
