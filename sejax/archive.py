@@ -13,14 +13,16 @@ a failed or interrupted extract never leaves a half-written target.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from sejax.errors import DataError
 
@@ -144,6 +146,42 @@ def _move_into_place(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def _extract_into(
+    target: Path,
+    archive: Path,
+    members: Sequence[tuple[str, bool, Any]],
+    copy: Callable[[Any, Path], None],
+    read_errors: tuple[type[BaseException], ...],
+) -> None:
+    """Writes checked ``(name, is_dir, member)`` entries with ``copy(member, dest)`` into a
+    hidden folder beside ``target``, renamed into place only when every one is written and
+    removed on any failure, so ``target`` is either complete or untouched."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
+        root = tmp.resolve()
+        for name, is_dir, member in members:
+            dest = root / PurePosixPath(name.replace("\\", "/"))
+            # Re-check against the real folder: nothing outside it may be written even if
+            # something changed between the check and here.
+            if not dest.resolve().is_relative_to(root):
+                raise DataError(f"{archive}: {name!r} resolves outside {root}")
+            if is_dir:
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                copy(member, dest)
+            except read_errors as e:
+                raise DataError(f"{archive}: {name!r}: cannot extract ({e})") from e
+            except DataError as e:
+                raise DataError(f"{archive}: {e}") from None
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def safe_extract_zip(
     zip_path: str | os.PathLike[str],
     target_dir: str | os.PathLike[str],
@@ -168,32 +206,10 @@ def safe_extract_zip(
         infos = zf.infolist()
         total = _check_members(infos, zip_path, target, max_total_bytes, max_ratio, max_members)
         _check_free_space(total, zip_path, target)
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        )
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
-            root = tmp.resolve()
-            for info in infos:
-                dest = root / info.filename.replace("\\", "/")
-                # Re-check against the real folder: nothing outside it may be written even if
-                # something changed between the check and here.
-                if not dest.resolve().is_relative_to(root):
-                    raise DataError(f"{zip_path}: {info.filename!r} resolves outside {root}")
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    _copy_member(zf, info, dest)
-                except (zipfile.BadZipFile, EOFError, OSError, RuntimeError) as e:
-                    raise DataError(f"{zip_path}: {info.filename!r}: cannot extract ({e})") from e
-                except DataError as e:
-                    raise DataError(f"{zip_path}: {e}") from None
-            _move_into_place(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        members = [(info.filename, info.is_dir(), info) for info in infos]
+        copy = functools.partial(_copy_member, zf)
+        errors = (zipfile.BadZipFile, EOFError, OSError, RuntimeError)
+        _extract_into(target, zip_path, members, copy, errors)
     return target
 
 
@@ -323,33 +339,15 @@ def safe_extract_tar(
         infos = _tar_members(tf, tar_path, max_members, max_total_bytes)
         total = _check_tar_members(infos, tar_path, target, max_total_bytes)
         _check_free_space(total, tar_path, target)
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        )
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
-            root = tmp.resolve()
-            for info in infos:
-                dest = root / PurePosixPath(info.name)
-                if not dest.resolve().is_relative_to(root):  # re-checked on the real folder
-                    raise DataError(f"{tar_path}: {info.name!r} resolves outside {root}")
-                if info.isdir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    src = tf.extractfile(info)
-                    if src is None:
-                        raise DataError(f"{info.name!r}: no data")
-                    _copy_exactly(src, dest, info.size, info.name)
-                except (tarfile.TarError, EOFError, OSError) as e:
-                    raise DataError(f"{tar_path}: {info.name!r}: cannot extract ({e})") from e
-                except DataError as e:
-                    raise DataError(f"{tar_path}: {e}") from None
-            _move_into_place(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        def copy(info: tarfile.TarInfo, dest: Path) -> None:
+            src = tf.extractfile(info)
+            if src is None:
+                raise DataError(f"{info.name!r}: no data")
+            _copy_exactly(src, dest, info.size, info.name)
+
+        members = [(info.name, info.isdir(), info) for info in infos]
+        _extract_into(target, tar_path, members, copy, (tarfile.TarError, EOFError, OSError))
     return target
 
 
