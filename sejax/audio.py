@@ -15,6 +15,7 @@ import io
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +69,17 @@ def read_source(source: str) -> bytes:
         raise BadAudio(f"cannot read audio file {source}: {e}", "unreadable") from e
 
 
-def _decode_soundfile(data: bytes) -> tuple[np.ndarray, int]:
+def _decode_soundfile(
+    data: bytes, on_header: Callable[[float], None] | None = None
+) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return wave, int(rate)
+    # One open for the header and the samples: `sf.info` then `sf.read` parse it twice.
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        rate = int(f.samplerate)
+        if on_header is not None and rate > 0:
+            on_header(f.frames / rate)
+        return f.read(dtype="float32", always_2d=True), rate
 
 
 def _decode_audioread(data: bytes, name: str) -> tuple[np.ndarray, int]:
@@ -121,17 +128,27 @@ def wav_truncation(data: bytes) -> str | None:
     return None  # no data chunk: a broken header, which decoding reports
 
 
-def decode(data: bytes, sample_rate: int, *, name: str) -> Decoded:
+def decode(
+    data: bytes,
+    sample_rate: int,
+    *,
+    name: str,
+    on_header: Callable[[float], None] | None = None,
+) -> Decoded:
     """Decodes file bytes to a mono float32 waveform at ``sample_rate``; raises `BadAudio`.
 
     ``name`` is only used in error messages and for the suffix the fallback decoder needs.
+    ``on_header``: called with the duration the header declares (seconds) before the samples
+    are decoded, when soundfile can read the header; it may raise `BadAudio` to refuse the file.
     """
     if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
         raise DataError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if not data:
         raise BadAudio(f"audio file is empty (0 bytes): {name}", "empty")
     try:
-        wave, rate = _decode_soundfile(data)
+        wave, rate = _decode_soundfile(data, on_header)
+    except BadAudio:  # refused by on_header
+        raise
     except Exception as sf_error:  # libsndfile raises several types for unknown formats
         try:
             wave, rate = _decode_audioread(data, name)

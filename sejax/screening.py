@@ -93,10 +93,12 @@ def screen(data: bytes, source: str, sample_rate: int, limits: Limits) -> audio.
     truncated = audio.wav_truncation(data)
     if truncated:
         raise BadAudio(f"{source}: {truncated}", "truncated")
-    declared = audio.duration_s(data)
-    if declared is not None and limits.max_s and declared > limits.max_s:
-        raise _too_long(source, declared, limits)
-    decoded = audio.decode(data, sample_rate, name=source)
+
+    def check_declared(declared: float) -> None:
+        if limits.max_s and declared > limits.max_s:
+            raise _too_long(source, declared, limits)
+
+    decoded = audio.decode(data, sample_rate, name=source, on_header=check_declared)
     seconds = len(decoded.wave) / sample_rate
     if seconds < limits.min_s:
         raise BadAudio(

@@ -69,7 +69,7 @@ def test_fallback_decoder_when_soundfile_fails(tmp_path, monkeypatch):
     wave = _tone(SR)
     sf.write(tmp_path / "a.wav", wave, SR, subtype="PCM_16")
 
-    def refuse(data):
+    def refuse(data, on_header=None):
         raise RuntimeError("format not supported by libsndfile")
 
     monkeypatch.setattr(audio, "_decode_soundfile", refuse)
