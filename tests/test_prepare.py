@@ -154,8 +154,14 @@ def test_workers_import_neither_tensorflow_nor_jax(corpus, tmp_path, monkeypatch
         assert len(result.result()) == 1
         probe = "sorted({m.split('.')[0] for m in __import__('sys').modules})"
         loaded = prepare._submit(executor, eval, probe).result()
+        blas = (
+            "[i['num_threads'] for i in __import__('threadpoolctl').threadpool_info() "
+            "if i['user_api'] == 'blas']"
+        )
+        blas_threads = prepare._submit(executor, eval, blas).result()
     finally:
         executor.shutdown()
+    assert blas_threads and set(blas_threads) == {1}  # set once per worker (_init_worker)
     assert "librosa" in loaded  # it did compute features
     assert not {"tensorflow", "jax", "flax", "pytest"} & set(loaded)
     assert "sejax_test_script_ran" not in loaded  # the parent's main script was not re-run
