@@ -18,10 +18,11 @@ every other round; the best round of each counts, since other jobs only ever add
   ``python -m sejax prepare``: what a user waits for, imports and worker start-up included.
 
 Then where prepare's time goes: per-file stages in one process with one BLAS thread
-(read, sha256, screening with decoding, crop/pad, STFT, power, Mel, dB, serialise, write)
+(read, sha256, screening with decoding, crop/pad, `sejax.features.log_mel`, serialise, write)
 and the fixed costs (imports, collecting the corpus), and what the per-file work would cost
 done differently (`front_end_alternatives`: decoding only the analysis window; the STFT +
-Mel + dB as numpy/scipy array code per file or on batches, or `sejax.frontend_jax` under jit).
+Mel + dB by librosa, as numpy/scipy array code per file or on batches, or
+`sejax.frontend_jax` under jit).
 ``--limit N`` takes the first N files. Prints one JSON line.
 """
 
@@ -75,9 +76,17 @@ def librosa_features(path: Path, cfg: dict) -> np.ndarray:
     import librosa
 
     y, _ = librosa.load(path, sr=cfg["sample_rate"])
-    y = librosa.util.fix_length(y, size=round(cfg["sample_rate"] * cfg["duration_s"]))
+    return librosa_log_mel(
+        librosa.util.fix_length(y, size=round(cfg["sample_rate"] * cfg["duration_s"])), cfg
+    )
+
+
+def librosa_log_mel(wave: np.ndarray, cfg: dict) -> np.ndarray:
+    """librosa's STFT + Mel + dB of one fixed-length clip, ``[T, n_mels]``."""
+    import librosa
+
     mel = librosa.feature.melspectrogram(
-        y=y, sr=cfg["sample_rate"], n_fft=cfg["n_fft"], hop_length=cfg["hop_length"],
+        y=wave, sr=cfg["sample_rate"], n_fft=cfg["n_fft"], hop_length=cfg["hop_length"],
         win_length=cfg["win_length"], window=cfg["window"], center=cfg["center"],
         pad_mode="constant", power=cfg["power"], n_mels=cfg["n_mels"], fmin=cfg["fmin"],
         fmax=cfg["fmax"],
@@ -112,14 +121,10 @@ class Stages:
 
 def stage_breakdown(files: Sequence[Path], cfg: dict, tmp: Path) -> dict[str, float]:
     """prepare's per-file work split into stages, one process, one BLAS thread (ms per file)."""
-    import librosa
-
     from sejax import audio, features, prepare, screening
 
     tf = prepare._tf()
     limits = screening.Limits()
-    basis = features._mel_basis(cfg["sample_rate"], cfg["n_fft"], cfg["n_mels"], cfg["fmin"],
-                                cfg["fmax"])  # fmt: skip
     row = {"label": 0, "actor": 1, "intensity": 1, "statement": 1, "repetition": 1, "index": 0}
     t = Stages()
     with blas_threads(1), tf.io.TFRecordWriter(str(tmp / "breakdown.tfrecord")) as writer:
@@ -132,17 +137,8 @@ def stage_breakdown(files: Sequence[Path], cfg: dict, tmp: Path) -> dict[str, fl
                 wave = screening.screen(data, str(f), cfg["sample_rate"], limits).wave
             with t("fix_length"):
                 wave = features.fix_length(wave, cfg)
-            with t("stft"):
-                stft = librosa.stft(wave, n_fft=cfg["n_fft"], hop_length=cfg["hop_length"],
-                                    win_length=cfg["win_length"], window=cfg["window"],
-                                    center=cfg["center"], pad_mode="constant")  # fmt: skip
-            with t("power"):
-                spec = np.abs(stft) ** cfg["power"]
-            with t("mel"):
-                mel = basis @ spec
-            with t("db"):
-                db = np.ascontiguousarray((10.0 * np.log10(np.maximum(mel, cfg["amin"]))).T,
-                                          dtype=np.float32)  # fmt: skip
+            with t("log_mel"):  # STFT, power, Mel, dB
+                db = features.log_mel(wave, cfg)
             with t("serialise"):
                 proto = prepare._example_proto(tf, db.astype("<f4").tobytes(),
                                                {**row, "sha256": digest})  # fmt: skip
@@ -178,7 +174,8 @@ def front_end_alternatives(
 
     Decoding the whole file vs only the analysis window (``crop='start'`` needs no more;
     the original length comes from the header), and librosa's STFT + Mel + dB per file vs
-    numpy/scipy array code per file and on batches, and `sejax.frontend_jax` under jit.
+    `sejax.features.log_mel` (what prepare runs), numpy/scipy array code per file and on
+    batches, and `sejax.frontend_jax` under jit.
     """
     import io
 
@@ -191,7 +188,7 @@ def front_end_alternatives(
     n = round(cfg["sample_rate"] * cfg["duration_s"])
     blobs = [f.read_bytes() for f in files]
     chunks = [waves[i : i + batch] for i in range(0, len(waves), batch)]
-    reference = np.stack([features.log_mel(w, cfg) for w in waves])
+    reference = np.stack([librosa_log_mel(w, cfg) for w in waves])
     jax_fn = jax.jit(frontend_jax.make_log_mel(cfg))
     for size in {len(c) for c in chunks}:  # compile outside the timing
         jax_fn(chunks[0][:size]).block_until_ready()
@@ -214,7 +211,8 @@ def front_end_alternatives(
     candidates: dict[str, Callable[[], Any]] = {
         "decode_whole_file": lambda: [whole_file(b) for b in blobs],
         "decode_window_only": lambda: [window_only(b) for b in blobs],
-        "librosa_per_file": lambda: per_file(lambda w: features.log_mel(w, cfg)),
+        "librosa_per_file": lambda: per_file(lambda w: librosa_log_mel(w, cfg)),
+        "sejax_per_file": lambda: per_file(lambda w: features.log_mel(w, cfg)),
         "numpy_per_file": lambda: per_file(lambda w: vectorised_log_mel(w, cfg)),
         "scipy_per_file": lambda: per_file(lambda w: vectorised_log_mel(w, cfg, rfft)),
         "numpy_batched": lambda: batched(lambda c: vectorised_log_mel(c, cfg)),
