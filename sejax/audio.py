@@ -181,17 +181,6 @@ def decode_audio(data: bytes, sample_rate: int, *, name: str) -> np.ndarray:
     return decode(data, sample_rate, name=name).wave
 
 
-def duration_s(data: bytes) -> float | None:
-    """The duration the header declares, without decoding (None when soundfile cannot tell)."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(io.BytesIO(data))
-    except Exception:  # not a libsndfile format, or a broken header: decoding will say
-        return None
-    return info.frames / info.samplerate if info.samplerate > 0 else None
-
-
 def load_audio(source: str, sample_rate: int) -> np.ndarray:
     """Reads ``source`` (a path, or "<zip>::<member>") as mono float32 at ``sample_rate``."""
     source = str(source)

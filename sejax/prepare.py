@@ -66,7 +66,7 @@ CHUNK_SIZE = 16  # files per worker task: large enough that IPC is cheap, small 
 # librosa.util.utils compiles numba functions on import; the first STFT imports it lazily,
 # which cost each worker's first chunk 1.2-1.9 s instead of 0.1 s (benchmarks/README.md).
 _WORKER_PRELOAD = (
-    "sejax.prepare", "soundfile", "librosa.core.spectrum", "librosa.filters", "librosa.util.utils",
+    "sejax.prepare", "soundfile", "librosa.filters", "librosa.util.utils",
     "threadpoolctl",
 )  # fmt: skip
 _SHARD_RE = re.compile(r"^shard-\d{5}-of-\d{5}\.tfrecord$")
