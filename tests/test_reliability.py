@@ -191,28 +191,19 @@ def test_device_resident_input_resumes_bitwise(reference, tmp_path, monkeypatch,
     assert_bitwise_equal(final_state(tmp_path / "run"), straight)
 
 
-def test_precise_bn_changes_only_inference_statistics_and_resumes_bitwise(
-    reference, tmp_path, monkeypatch, _compile_once
-):
-    """train.precise_bn_batches recomputes the BatchNorm averages at each epoch's end: the
-    trained weights stay bit-identical to a run without it, and SIGTERM + resume still ends
-    bit-identical."""
-    workdir, plain = reference
-    config = _config(data__path=str(workdir / "prepared"), train__precise_bn_batches="2")
-    train.train_and_evaluate(config, tmp_path / "straight")
-    straight = final_state(tmp_path / "straight")
-    pairs = list(zip(straight[1], plain[1], strict=True))
+def test_precise_bn_changes_only_inference_statistics(reference, tmp_path):
+    """train.precise_bn_batches (on by default, so every run above uses it, resumes included)
+    recomputes the BatchNorm averages at each epoch's end: a run with it off trains the same
+    weights bit for bit and keeps other BatchNorm averages."""
+    workdir, precise = reference
+    config = _config(data__path=str(workdir / "prepared"), train__precise_bn_batches="0")
+    train.train_and_evaluate(config, tmp_path / "running_averages")
+    running = final_state(tmp_path / "running_averages")
+    pairs = list(zip(precise[1], running[1], strict=True))
     stats = [(a, b) for (name, a), (_, b) in pairs if "batch_stats" in name]
     others = [(a, b) for (name, a), (_, b) in pairs if "batch_stats" not in name]
     assert stats and all(not np.array_equal(a, b) for a, b in stats)
-    assert all(np.array_equal(a, b) for a, b in others)
-    sigterm = lambda: signal.raise_signal(signal.SIGTERM)  # noqa: E731
-    _interrupt_at(monkeypatch, _compile_once, STEPS_PER_EPOCH + 3, sigterm)
-    with pytest.raises(Preempted):
-        train.train_and_evaluate(config, tmp_path / "run")
-    monkeypatch.setattr(parallel, "make_parallel", _compile_once)
-    train.train_and_evaluate(config, tmp_path / "run")
-    assert_bitwise_equal(final_state(tmp_path / "run"), straight)
+    assert others and all(np.array_equal(a, b) for a, b in others)
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 
 The reference network and input (`ravdess.py`), 10 epochs of Adam, with two changes:
 
-- precise BatchNorm (`train.precise_bn_batches=16`): at each epoch's end the BatchNorm
+- precise BatchNorm (`train.precise_bn_batches=16`, sejax's default; the reference row turns
+  it off with `--config.train.precise_bn_batches=0`): at each epoch's end the BatchNorm
   averages used in inference are recomputed from 16 training batches with the current weights
   (dropout off). With the reference's running averages (momentum 0.99, 33 steps an epoch) the
   inference network lags the weights; on the reference row's own final checkpoints this alone
