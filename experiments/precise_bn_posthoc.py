@@ -5,7 +5,7 @@ running BatchNorm averages and with statistics recomputed from training batches.
 
 For each run folder it restores a checkpoint (the latest by default), evaluates the test split
 as saved, then replaces the BatchNorm averages by the mean statistics of ``--batches`` training
-batches of the run's last epoch (``Parallel.precise_batch_stats``, what
+batches of the run's last epoch (``sejax.train.precise_batch_stats``, what
 ``train.precise_bn_batches`` does at every epoch's end) and evaluates again. Training is not
 repeated; nothing in the run folders is written. One JSON line per run, then a summary line.
 """
@@ -13,7 +13,6 @@ repeated; nothing in the run folders is written. One JSON line per run, then a s
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 from pathlib import Path
 
@@ -31,14 +30,7 @@ def posthoc(workdir: Path, batches: int, checkpoint: str) -> dict:
     split = input_pipeline.split_by_actor(shards.examples, config.data)
     test, bs = split.indices["test"], config.eval.batch_size
     saved = train.evaluate_split(par, trained.state, shards, test, norm, bs)
-    epoch = trained.step // trained.meta["steps_per_epoch"] - 1  # the last epoch trained
-    calibration = shards.train_batches(
-        split.indices["train"], norm, batch_size=config.train.batch_size, seed=config.seed,
-        epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
-    )  # fmt: skip
-    state = par.precise_batch_stats(
-        trained.state, (par.put_batch(b) for b in itertools.islice(calibration, batches))
-    )
+    state = train.precise_batch_stats(trained, batches)
     precise = train.evaluate_split(par, state, shards, test, norm, bs)
     return {
         "workdir": str(workdir),

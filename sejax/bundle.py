@@ -289,7 +289,7 @@ def model_meta(bundle: Bundle) -> dict[str, Any]:
     """The ``sejax_model.json`` record of a bundle: config, labels, normalisation, provenance."""
     from sejax import __version__
 
-    keep = ("split", "metrics", "license", "description")
+    keep = ("split", "metrics", "license", "description", "precise_bn_batches")
     record: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,

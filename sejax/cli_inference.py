@@ -94,6 +94,7 @@ def cmd_export(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, 
         formats=formats,
         platforms=args.platforms.split(","),
         overwrite=args.overwrite,
+        precise_bn_batches=args.precise_bn_batches,
     )
     if args.verify and summary["formats"]:
         diffs = export.check_round_trip(args.out, export.probe_waves(summary["input"]))
@@ -176,6 +177,14 @@ def add_commands(sub: Any) -> None:
         help="platforms the jax.export artifact is lowered for",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument(
+        "--precise-bn-batches",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --workdir: recompute BatchNorm statistics from N training batches of the run "
+        "(for runs trained with train.precise_bn_batches=0)",
+    )
     p.add_argument(
         "--no-verify",
         dest="verify",

@@ -19,6 +19,7 @@ leaves a half-written model folder. TensorFlow is imported only for the SavedMod
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -54,6 +55,19 @@ def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.A
         return jax.nn.softmax(apply(variables, waves), axis=-1)
 
     return infer
+
+
+def _with_precise_batch_stats(
+    bundle: bundle_lib.Bundle, workdir: Any, checkpoint: str, num_batches: int
+) -> bundle_lib.Bundle:
+    from sejax import train
+
+    if workdir is None:
+        raise ConfigError("--precise-bn-batches needs --workdir: the run's training data")
+    state = train.precise_batch_stats(train.load_trained(workdir, checkpoint), num_batches)
+    variables = dict(bundle.variables, batch_stats=jax.device_get(state.batch_stats))
+    meta = dict(bundle.meta, precise_bn_batches=num_batches)
+    return dataclasses.replace(bundle, variables=variables, meta=meta)
 
 
 def export_jax(
@@ -123,11 +137,15 @@ def export(
     formats: Sequence[str] | None = None,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
     overwrite: bool = False,
+    precise_bn_batches: int = 0,
 ) -> dict[str, Any]:
     """Writes the model folder ``out_dir`` (see the module docstring); returns a summary.
 
     ``formats`` default: 'jax', plus 'tf' when TensorFlow is installed. Asking for 'tf'
-    without TensorFlow is a ConfigError, not a silent skip.
+    without TensorFlow is a ConfigError, not a silent skip. ``precise_bn_batches`` > 0
+    (a ``workdir`` only: it needs the run's training data) exports BatchNorm statistics
+    recomputed from that many training batches (`sejax.train.precise_batch_stats`), for runs
+    trained with ``train.precise_bn_batches=0``.
     """
     if formats is None:
         formats = ("jax", "tf") if tensorflow_available() else ("jax",)
@@ -137,6 +155,8 @@ def export(
     if "tf" in formats and not tensorflow_available():
         raise ConfigError("--formats tf needs TensorFlow (pip install 'sejax[data]')")
     bundle = bundle_lib.load(name_or_path, workdir=workdir, checkpoint=checkpoint)
+    if precise_bn_batches:
+        bundle = _with_precise_batch_stats(bundle, workdir, checkpoint, precise_bn_batches)
     meta = bundle_lib.model_meta(bundle)
     summary = Path(bundle.source) / "summary.json"
     if "metrics" not in meta and summary.is_file():  # a workdir's test/validation results

@@ -348,18 +348,44 @@ def load_trained(workdir: str | Path, checkpoint: str = "best") -> Trained:
     return Trained(workdir, int(step), meta, config, par, state, norm)
 
 
-def evaluate(
-    workdir: str | Path, splits: tuple[str, ...] = ("test",), checkpoint: str = "best"
-) -> dict[str, dict[str, Any]]:
-    """Evaluates a checkpoint of ``workdir`` on the given splits; writes eval/<split>.json."""
-    trained = load_trained(workdir, checkpoint)
-    meta, config = trained.meta, trained.config
+def _shards_of(trained: Trained) -> input_pipeline.Shards:
+    """The shards ``trained`` was trained on, checked to still hold the same features."""
+    meta = trained.meta
     shards = input_pipeline.Shards(meta["shards"])
     if shards.metadata["fingerprint"] != meta["features_fingerprint"]:
         raise CheckpointError(
             f"the shards in {meta['shards']} no longer match the features this model was "
             "trained on; re-run `sejax prepare`"
         )
+    return shards
+
+
+def precise_batch_stats(trained: Trained, num_batches: int) -> train_state.TrainState:
+    """``trained``'s state with its BatchNorm averages recomputed from ``num_batches``
+    training batches of its run, in the order of the epoch that ended at its step: what
+    ``train.precise_bn_batches`` computes at an epoch's end, after the fact (for runs trained
+    with it off; for runs trained with it on and the same count it gives the saved values)."""
+    config, meta = trained.config, trained.meta
+    if num_batches < 1:
+        raise config_lib.ConfigError(f"precise BatchNorm needs >= 1 batch, got {num_batches}")
+    shards = _shards_of(trained)
+    split = input_pipeline.split_by_actor(shards.examples, config.data)
+    epoch = max(trained.step // meta["steps_per_epoch"] - 1, 0)
+    batches = shards.train_batches(
+        split.indices["train"], trained.norm, batch_size=config.train.batch_size,
+        seed=config.seed, epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
+    )  # fmt: skip
+    calibration = (trained.par.put_batch(b) for b in itertools.islice(batches, num_batches))
+    return trained.par.precise_batch_stats(trained.state, calibration)
+
+
+def evaluate(
+    workdir: str | Path, splits: tuple[str, ...] = ("test",), checkpoint: str = "best"
+) -> dict[str, dict[str, Any]]:
+    """Evaluates a checkpoint of ``workdir`` on the given splits; writes eval/<split>.json."""
+    trained = load_trained(workdir, checkpoint)
+    config = trained.config
+    shards = _shards_of(trained)
     split = input_pipeline.split_by_actor(shards.examples, config.data)
     reports = {}
     for name in splits:
