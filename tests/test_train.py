@@ -65,39 +65,36 @@ def test_evaluate_command_reproduces_the_report(trained):
     assert summary["num_examples"] == 60
 
 
-def test_export_recomputes_the_batch_norm_statistics_training_computed(trained):
+def test_export_recomputes_the_batch_norm_statistics_training_computed(trained, capsys):
     """`sejax export --precise-bn-batches N` recomputes, from the run's own training data, the
     BatchNorm statistics that train.precise_bn_batches=N saved (16 by default): the same
     values; another N gives others; the weights are untouched."""
-    from sejax import bundle
+    import jax
+
+    from sejax import bundle, cli
+
+    def leaves(tree) -> list[np.ndarray]:
+        return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
     root, _ = trained
     run = root / "run"
     saved = bundle.load(workdir=run)
     for n in (16, 1):
-        out = _sejax("export", "--workdir", str(run), "--out", str(root / f"pbn{n}"),
-                     "--formats", "", "--precise-bn-batches", str(n), cwd=root)  # fmt: skip
-        assert out.returncode == 0, out.stderr[-3000:]
+        args = ["export", "--workdir", str(run), "--out", str(root / f"pbn{n}"), "--formats", ""]
+        assert cli.main([*args, "--precise-bn-batches", str(n)]) == 0
         model = bundle.load(root / f"pbn{n}")
         assert model.meta["precise_bn_batches"] == n
-        same = [
-            np.allclose(a, b, rtol=1e-5, atol=1e-6)
-            for a, b in zip(
-                *(jax_leaves(m.variables["batch_stats"]) for m in (saved, model)), strict=True
-            )
-        ]
+        pairs = zip(leaves(saved.variables["batch_stats"]), leaves(model.variables["batch_stats"]),
+                    strict=True)  # fmt: skip
+        same = [np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in pairs]
         assert all(same) if n == 16 else not any(same)
-        params = zip(*(jax_leaves(m.variables["params"]) for m in (saved, model)), strict=True)
+        params = zip(leaves(saved.variables["params"]), leaves(model.variables["params"]),
+                     strict=True)  # fmt: skip
         assert all(np.array_equal(a, b) for a, b in params)
-    model_folder = _sejax("export", "--model", str(root / "pbn1"), "--out", str(root / "x"),
-                          "--precise-bn-batches", "4", cwd=root)  # fmt: skip
-    assert model_folder.returncode == 2 and "needs --workdir" in model_folder.stderr
-
-
-def jax_leaves(tree) -> list[np.ndarray]:
-    import jax
-
-    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+    capsys.readouterr()
+    args = ["export", "--model", str(root / "pbn1"), "--out", str(root / "x")]
+    assert cli.main([*args, "--precise-bn-batches", "4"]) == 2
+    assert "needs --workdir" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # ~2 min; bitwise resume is covered fast in test_reliability.py
