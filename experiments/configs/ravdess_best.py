@@ -10,10 +10,13 @@ The reference network and input (`ravdess.py`), 10 epochs of Adam, with two chan
   averages used in inference are recomputed from 16 training batches with the current weights
   (dropout off). With the reference's running averages (momentum 0.99, 33 steps an epoch) the
   inference network lags the weights; on the reference row's own final checkpoints this alone
-  raised test UAR from 0.488 to 0.598 (fold 0) and from 0.133 to 0.539 (fold 1), and it makes
-  the validation UAR that picks the best epoch trustworthy;
-- a warmup-cosine learning-rate schedule (1 epoch of warmup to 1e-3, then down to 0), so the
-  last epochs settle instead of jumping between adjacent epochs' solutions.
+  raised mean test UAR over the six folds from 0.264 to 0.525 (experiments/README.md);
+- a warmup-cosine learning-rate schedule (1 epoch of warmup to 1e-3, then down to 0).
+
+Measured over six folds: 0.473 ± 0.063 mean test UAR, against 0.358 for the reference as run
+and 0.525 for the reference's final checkpoints with BatchNorm recomputed. So precise
+BatchNorm is the lever; the schedule (with the validation-chosen epoch) did not help and is
+the next thing to remove.
 
 Tried and not kept (experiments/README.md): 4 s centred windows with SpecAugment, gain, noise,
 label smoothing, class-balanced loss, AdamW and attention pooling together, 12 epochs. Its
