@@ -28,7 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": corpora.NAMES,
     "data.split_by": ("actor", "manifest", "random"),
     "data.on_bad_name": ("error", "skip"),
-    "data.normalization": ("per_band", "global", "none"),
+    "data.normalization": ("per_band", "global", "none", "per_speaker"),
     "features.crop": ("start", "center"),
     "features.window": ("hann", "hamming", "blackman"),
     "model.temporal_pooling": ("mean", "max", "attention"),

@@ -299,17 +299,27 @@ def check_leakage(
 
 @dataclasses.dataclass(frozen=True)
 class Normalization:
-    """Feature statistics from the training actors: ``(x - mean) / std`` per Mel band."""
+    """Feature statistics: ``(x - mean) / std`` per Mel band.
+
+    ``mean`` and ``std`` come from the training actors. With ``per_speaker`` every clip is
+    instead normalised with its own speaker's statistics, over all of that speaker's clips in
+    the shards read (labels unused; for held-out speakers this is transductive: their
+    unlabelled audio is seen). Those are computed by the ``Shards`` that read the clips, never
+    stored, so a model evaluated on another corpus uses that corpus's speakers.
+    """
 
     mean: np.ndarray  # [F]
     std: np.ndarray  # [F]
+    per_speaker: bool = False
 
-    def to_json(self) -> dict[str, list[float]]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(),
+                "per_speaker": self.per_speaker}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict) -> Normalization:
-        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32),
+                   bool(d.get("per_speaker", False)))  # fmt: skip
 
 
 class Shards:
@@ -344,39 +354,66 @@ class Shards:
         member_t = tf.constant(member)
         return self._all.filter(lambda ex: tf.gather(member_t, ex["index"]))
 
+    def _band_moments(self, indices: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per-group, per-band frame sums, sums of squares and counts over ``indices``
+        (``groups[i]`` is example i's group), in float64."""
+        num_groups = int(groups.max()) + 1 if len(groups) else 1
+        total = np.zeros((num_groups, self.num_mels), np.float64)
+        total_sq = np.zeros((num_groups, self.num_mels), np.float64)
+        count = np.zeros(num_groups, np.int64)
+        for batch in self._select(indices).batch(256).as_numpy_iterator():
+            x = batch["features"].astype(np.float64)
+            g = groups[batch["index"]]
+            np.add.at(total, g, x.sum(axis=1))
+            np.add.at(total_sq, g, (x * x).sum(axis=1))
+            np.add.at(count, g, x.shape[1])
+        return total, total_sq, count
+
     def normalization(self, indices: np.ndarray, mode: str) -> Normalization:
-        """Per-band (or global) mean and std over every frame of the given examples."""
+        """Per-band (or global) mean and std over every frame of the given examples;
+        ``per_speaker`` adds each speaker's own statistics (see ``Normalization``)."""
         ones = np.ones(self.num_mels, np.float32)
         if mode == "none":
             return Normalization(np.zeros_like(ones), ones)
-        total = np.zeros(self.num_mels, np.float64)
-        total_sq = np.zeros(self.num_mels, np.float64)
-        count = 0
-        for batch in self._select(indices).batch(256).as_numpy_iterator():
-            x = batch["features"].astype(np.float64)
-            total += x.sum(axis=(0, 1))
-            total_sq += (x * x).sum(axis=(0, 1))
-            count += x.shape[0] * x.shape[1]
+        total, total_sq, count = (
+            a[0] for a in self._band_moments(indices, np.zeros(len(self.examples), np.int64))
+        )
         if count == 0:
             raise DataError("cannot compute normalisation statistics: the training split is empty")
         if mode == "global":
-            mean = total.sum() / (count * self.num_mels)
-            var = total_sq.sum() / (count * self.num_mels) - mean**2
-            mean, var = np.full(self.num_mels, mean), np.full(self.num_mels, var)
-        else:
-            mean = total / count
-            var = total_sq / count - mean**2
-        std = np.sqrt(np.maximum(var, 1e-8))
-        return Normalization(mean.astype(np.float32), std.astype(np.float32))
+            count = count * self.num_mels
+            total, total_sq = (np.full(self.num_mels, t.sum()) for t in (total, total_sq))
+        mean, std = _mean_std(total, total_sq, count)
+        return Normalization(mean, std, per_speaker=mode == "per_speaker")
+
+    def speaker_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """``[examples, F]`` means and stds: row i holds the per-band statistics of example
+        i's speaker over all of that speaker's clips in these shards (cached)."""
+        if not hasattr(self, "_speaker_stats"):
+            actors = np.array([int(e["actor"]) for e in self.examples], np.int64)
+            groups = np.unique(actors, return_inverse=True)[1]
+            total, total_sq, count = self._band_moments(np.arange(len(actors)), groups)
+            mean, std = _mean_std(total, total_sq, count[:, None])
+            self._speaker_stats = (mean[groups], std[groups])
+        return self._speaker_stats
 
     def _prepare_batch(self, norm: Normalization):
         tf = _tf()
-        mean = tf.constant(norm.mean)
-        std = tf.constant(norm.std)
+        if norm.per_speaker:
+            means, stds = (tf.constant(a) for a in self.speaker_statistics())
+
+            def stats(ex):
+                return tf.gather(means, ex["index"]), tf.gather(stds, ex["index"])
+        else:
+            mean, std = tf.constant(norm.mean), tf.constant(norm.std)
+
+            def stats(ex):
+                return mean, std
 
         def fn(ex):
+            mean, std = stats(ex)
             return {
-                "features": (ex["features"] - mean) / std,
+                "features": (ex["features"] - mean[..., None, :]) / std[..., None, :],
                 "label": ex["label"],
                 "index": ex["index"],
             }
@@ -484,6 +521,13 @@ class Shards:
         if key not in self._cache:
             self._cache[key] = self._select(indices).cache()
         return self._cache[key]
+
+
+def _mean_std(total: np.ndarray, total_sq: np.ndarray, count) -> tuple[np.ndarray, np.ndarray]:
+    """float32 mean and std from float64 sums (std floored at 1e-4)."""
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-8))
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def epoch_order(num_examples: int, batch_size: int, *, seed: int, epoch: int) -> np.ndarray:

@@ -77,6 +77,33 @@ def test_normalisation_uses_training_actors_only(shards_dir):
     np.testing.assert_allclose(batch["features"][0], (first - norm.mean) / norm.std, atol=1e-5)
 
 
+def test_per_speaker_normalisation_uses_each_speakers_own_clips(shards_dir):
+    shards = input_pipeline.Shards(shards_dir)
+    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    norm = shards.normalization(split.indices["train"], "per_speaker")
+    assert norm.per_speaker
+    pooled = shards.normalization(split.indices["train"], "per_band")
+    np.testing.assert_array_equal(norm.mean, pooled.mean)  # the training actors' (bundles)
+    assert input_pipeline.Normalization.from_json(norm.to_json()).per_speaker
+    everything = np.arange(len(shards.examples))
+    out = {}
+    for b in shards.eval_batches(everything, norm, batch_size=8):
+        out.update(zip(b["index"][b["mask"] > 0].tolist(), b["features"][b["mask"] > 0],
+                       strict=True))  # fmt: skip
+    raw = _all_features(shards, everything)
+    for actor in ACTORS:  # test actor 6 included: its own unlabelled clips, no one else's
+        rows = [i for i in everything if shards.examples[i]["actor"] == actor]
+        own = np.stack([raw[i] for i in rows])
+        mean, std = own.mean(axis=(0, 1)), own.std(axis=(0, 1))
+        got = np.stack([out[i] for i in rows])
+        np.testing.assert_allclose(got, (own - mean) / std, atol=2e-4)
+        np.testing.assert_allclose(got.mean(axis=(0, 1)), 0.0, atol=1e-4)
+    train_batch = next(shards.train_batches(split.indices["train"], norm, batch_size=4, seed=0,
+                                            epoch=0, shuffle_buffer=100))  # fmt: skip
+    for i, row in zip(train_batch["index"], train_batch["features"], strict=True):
+        np.testing.assert_allclose(row, out[int(i)], atol=1e-6)
+
+
 def test_evaluation_sees_every_example_exactly_once(shards_dir):
     shards = input_pipeline.Shards(shards_dir)
     split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
