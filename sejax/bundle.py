@@ -68,6 +68,13 @@ class Bundle:
         """Samples in the model's fixed analysis window (``features.duration_s`` long)."""
         return features.num_samples(self.config.features)
 
+    @property
+    def per_speaker(self) -> bool:
+        """Trained on per-speaker normalised features (``data.normalization``): inputs want
+        their speaker's statistics, `sejax.predict.Predictor.speaker_statistics`."""
+        data = self.config.get("data")
+        return data is not None and data.get("normalization") == "per_speaker"
+
     def model(self) -> models.CnnBiLstm:
         """The network, unmapped (inference uses BatchNorm's running averages)."""
         return models.build_model(self.config.model)
@@ -296,7 +303,11 @@ def model_meta(bundle: Bundle) -> dict[str, Any]:
         "sejax_version": __version__,
         "config": bundle.config.to_dict(),
         "label_names": list(bundle.label_names),
-        "normalization": {"mean": bundle.mean.tolist(), "std": bundle.std.tolist()},
+        "normalization": {
+            "mean": bundle.mean.tolist(),
+            "std": bundle.std.tolist(),
+            "per_speaker": bundle.per_speaker,
+        },
         "features_fingerprint": features.fingerprint(bundle.config.features),
         "input": {
             "sample_rate": bundle.sample_rate,

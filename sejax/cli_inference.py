@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sejax.errors import DataError
+from sejax.errors import ConfigError, DataError
 
 MAX_EXPORT_DIFF = 1e-4  # reloaded artifacts must match the predictor to this (probabilities)
 
@@ -50,7 +50,23 @@ def cmd_predict(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
         batch_size=args.batch_size,
         windowing="crop" if args.single_window else "sliding",
     )
-    results = list(predictor.predict_files(args.paths))
+    speaker = None
+    if args.same_speaker:
+        if not predictor.bundle.per_speaker:
+            raise ConfigError(
+                "--same-speaker is for models trained with data.normalization=per_speaker; "
+                f"{predictor.bundle.source} was trained with "
+                f"{predictor.bundle.config.data.normalization!r}"
+            )
+        speaker = predictor.speaker_statistics(predict.expand_paths(args.paths))
+    elif predictor.bundle.per_speaker:
+        print(
+            "warning: this model was trained on per-speaker normalised features; without "
+            "--same-speaker (all files one speaker) it uses the training actors' statistics, "
+            "which it was not trained on",
+            file=sys.stderr,
+        )
+    results = list(predictor.predict_files(args.paths, speaker=speaker))
     labels = predictor.label_names
     if not args.json:
         print(predict_view.format_table(results, labels, show_windows=args.windows))
@@ -63,6 +79,7 @@ def cmd_predict(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
         "window_s": predictor.window_samples / predictor.sample_rate,
         "hop_s": predictor.hop_samples / predictor.sample_rate,
         "windowing": predictor.windowing,
+        "normalization": "speaker" if speaker is not None else "training",
         "label_names": list(labels),
         "num_files": len(results),
         "num_failed": len(failed),
@@ -150,6 +167,12 @@ def add_commands(sub: Any) -> None:
         help="log-Mel in jax.numpy (default) or librosa on the host",
     )
     p.add_argument("--batch-size", type=int, default=None, help="windows per batch (32)")
+    p.add_argument(
+        "--same-speaker",
+        action="store_true",
+        help="the files are one speaker's: normalise with their own statistics (models "
+        "trained with data.normalization=per_speaker)",
+    )
     p.add_argument("--windows", action="store_true", help="a table row per window too")
     p.add_argument(
         "--json", action="store_true", help="no table: only the JSON line, with per-window results"

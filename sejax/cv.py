@@ -367,10 +367,17 @@ def aggregate(
             reports.append(_read_json(fold_dir(workdir, fold.index) / "eval" / "test.json"))
     split_by = config.data.get("split_by", "actor")
     leaking = split_by == "random" or any(r["leaking"] for r in results)
+    # Per-speaker normalisation sees the test speakers' unlabelled audio: not leaking (no
+    # labels, no speaker in training), but transductive, and every report says so.
+    transductive = config.data.get("normalization") == "per_speaker"
+    protocol = ("random clips, speakers in train and test (LEAKING)" if split_by == "random"
+                else "actor-disjoint folds")  # fmt: skip
+    if transductive:
+        protocol += ", per-speaker normalisation (transductive)"
     record: dict[str, Any] = {
-        "protocol": "random clips, speakers in train and test (LEAKING)" if split_by == "random"
-        else "actor-disjoint folds",
+        "protocol": protocol,
         "leaking": leaking,
+        "transductive": transductive,
         "split_by": split_by,
         "fold_set": None if split_by == "random" else
         ("explicit" if config.cv.get("folds") else config.cv.get("fold_set", "balanced")),
@@ -469,6 +476,7 @@ def summary_line(record: Mapping[str, Any], workdir: str | Path) -> dict[str, An
         "workdir": str(Path(workdir).absolute()),
         "protocol": record["protocol"],
         "leaking": record["leaking"],
+        "transductive": record.get("transductive", False),
         "num_folds": record["num_folds"],
         "folds_done": record["folds_done"],
         "complete": record["complete"],
@@ -498,4 +506,6 @@ def format_table(record: Mapping[str, Any]) -> str:
         lines.append(row("pooled", "", p["num_examples"], [f"{p[k]:.3f}" for k in METRICS]))
     if record["leaking"]:
         lines.append("LEAKING: speakers or identical recordings are on both sides of the split")
+    if record.get("transductive"):
+        lines.append("TRANSDUCTIVE: each test speaker normalised with its own clips' statistics")
     return "\n".join(lines)

@@ -49,10 +49,10 @@ def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.A
     The same computation as a `sejax.predict.Predictor` with the 'jax' front end.
     """
     apply = predict.make_apply(bundle, "jax")
-    variables = bundle.variables
+    variables, mean, std = bundle.variables, bundle.mean, bundle.std
 
     def infer(waves: jax.Array) -> jax.Array:
-        return jax.nn.softmax(apply(variables, waves), axis=-1)
+        return jax.nn.softmax(apply(variables, waves, mean, std), axis=-1)
 
     return infer
 

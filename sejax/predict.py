@@ -12,6 +12,10 @@ inside the jitted function, so waveform -> emotion runs on the accelerator and n
 librosa) or ``'librosa'`` (`sejax.features.log_mel` on the host: the very code the training
 shards were computed with). Either way the features are normalised with the training
 statistics carried by the model and fed to the network with BatchNorm's running averages.
+A model trained with ``data.normalization='per_speaker'`` expects each speaker's own
+statistics instead: compute them from a few of the speaker's clips with
+``Predictor.speaker_statistics`` and pass them as ``speaker=`` (`sejax predict --same-speaker`);
+without them the training actors' statistics are used, which such a model was not trained on.
 Windows are batched, and batches are padded to power-of-two sizes up to ``batch_size``, so
 the jitted function compiles once per size, not once per call.
 """
@@ -25,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sejax import audio, features, frontend_jax
@@ -111,14 +114,17 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return found
 
 
-def make_apply(bundle: bundle_lib.Bundle, frontend: str) -> Callable[[Any, jax.Array], jax.Array]:
-    """``(variables, inputs) -> logits`` for a front end: 'jax' takes waveforms ``[B, N]``,
-    'librosa' takes its host features ``[B, T, F]``. Normalisation is the training one."""
+Stats = tuple[np.ndarray, np.ndarray]  # per-band (mean, std) of log-Mel dB, each [F]
+
+
+def make_apply(bundle: bundle_lib.Bundle, frontend: str) -> Callable[..., jax.Array]:
+    """``(variables, inputs, mean, std) -> logits`` for a front end: 'jax' takes waveforms
+    ``[B, N]``, 'librosa' takes its host features ``[B, T, F]``; the features are normalised
+    with the per-band ``mean`` and ``std`` (the bundle's, or a speaker's)."""
     model = bundle.model()
-    mean, std = jnp.asarray(bundle.mean), jnp.asarray(bundle.std)
     log_mel = frontend_jax.make_log_mel(bundle.config.features) if frontend == "jax" else None
 
-    def apply(variables: Any, inputs: jax.Array) -> jax.Array:
+    def apply(variables: Any, inputs: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
         feats = log_mel(inputs) if log_mel is not None else inputs
         return model.apply(variables, (feats - mean) / std, train=False)
 
@@ -177,9 +183,9 @@ class Predictor:
 
         apply = make_apply(bundle, self.frontend)
 
-        def run(variables: Any, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def run(variables: Any, inputs: jax.Array, mean: jax.Array, std: jax.Array):
             self.num_compilations += 1  # runs at trace time only
-            logits = apply(variables, inputs)
+            logits = apply(variables, inputs, mean, std)
             return logits, jax.nn.softmax(logits, axis=-1)
 
         self._run = jax.jit(run)
@@ -215,14 +221,18 @@ class Predictor:
             )
         return windows
 
-    def logits_and_probabilities(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and probabilities ``[B, C]`` of fixed-length windows ``[B, N]``."""
+    def logits_and_probabilities(
+        self, windows: np.ndarray, speaker: Stats | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and probabilities ``[B, C]`` of fixed-length windows ``[B, N]``,
+        normalised with ``speaker``'s statistics if given, else the training ones."""
         windows = self._check_windows(windows)
+        mean, std = self._stats(speaker)
         logits, probs = [], []
         for i in range(0, len(windows), self.batch_size):
             chunk = windows[i : i + self.batch_size]
             size = self._bucket(len(chunk))
-            out_logits, out_probs = self._run(self._variables, self._inputs(chunk, size))
+            out_logits, out_probs = self._run(self._variables, self._inputs(chunk, size), mean, std)
             logits.append(np.asarray(out_logits)[: len(chunk)])
             probs.append(np.asarray(out_probs)[: len(chunk)])
         if not logits:
@@ -230,9 +240,40 @@ class Predictor:
             return np.zeros((0, classes), np.float32), np.zeros((0, classes), np.float32)
         return np.concatenate(logits), np.concatenate(probs)
 
-    def probabilities(self, windows: np.ndarray) -> np.ndarray:
+    def probabilities(self, windows: np.ndarray, speaker: Stats | None = None) -> np.ndarray:
         """Emotion probabilities ``[B, C]`` of fixed-length windows ``[B, N]``."""
-        return self.logits_and_probabilities(windows)[1]
+        return self.logits_and_probabilities(windows, speaker)[1]
+
+    def _stats(self, speaker: Stats | None) -> Stats:
+        if speaker is None:
+            return self.bundle.mean, self.bundle.std
+        mean, std = (np.asarray(a, np.float32) for a in speaker)
+        n_mels = len(self.bundle.mean)
+        if mean.shape != (n_mels,) or std.shape != (n_mels,) or not np.all(std > 0):
+            raise DataError(
+                f"speaker statistics must be {n_mels} means and {n_mels} positive stds, got "
+                f"shapes {mean.shape} and {std.shape}"
+            )
+        return mean, std
+
+    def speaker_statistics(self, inputs: Sequence[Any], sample_rate: int | None = None) -> Stats:
+        """Per-band mean and std of the log-Mel features of one speaker's clips (paths or
+        waveforms), over the window of each clip that training used (``features.crop``):
+        how ``data.normalization='per_speaker'`` normalised that model's training clips."""
+        if len(inputs) == 0:
+            raise DataError("speaker statistics need at least one clip")
+        total = np.zeros(len(self.bundle.mean), np.float64)
+        total_sq = np.zeros_like(total)
+        frames = 0
+        for item in inputs:
+            wave, _ = self.waveform(item, sample_rate)
+            feats = self.log_mel(features.fix_length(wave, self.features_config)[None])[0]
+            total += feats.sum(axis=0)
+            total_sq += np.square(feats, dtype=np.float64).sum(axis=0)
+            frames += len(feats)
+        mean = total / frames
+        std = np.sqrt(np.maximum(total_sq / frames - mean**2, 1e-8))
+        return mean.astype(np.float32), std.astype(np.float32)
 
     # -- clips -> windows ------------------------------------------------------------------
 
@@ -282,20 +323,26 @@ class Predictor:
 
     # -- public API ------------------------------------------------------------------------
 
-    def predict(self, inputs: Any, sample_rate: int | None = None) -> Prediction | list[Prediction]:
+    def predict(
+        self, inputs: Any, sample_rate: int | None = None, speaker: Stats | None = None
+    ) -> Prediction | list[Prediction]:
         """Scores one clip (a path or a waveform) or a list of them, batched together.
 
         Returns a `Prediction` for one input, a list for a list. Unreadable files raise
         `DataError` naming the file (use `predict_files` to go on past bad files).
+        ``speaker``: that speaker's statistics (`speaker_statistics`), for per-speaker models.
         """
         single = not isinstance(inputs, list | tuple)
         items = [inputs] if single else list(inputs)
         clips = [self.waveform(item, sample_rate) for item in items]
-        results = self._predict_clips(clips)
+        results = self._predict_clips(clips, speaker)
         return results[0] if single else results
 
     def predict_files(
-        self, paths: Sequence[str | os.PathLike[str]], group_windows: int | None = None
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        group_windows: int | None = None,
+        speaker: Stats | None = None,
     ) -> Iterator[tuple[str, Prediction | SejaxError]]:
         """``(file, Prediction or the error)`` for every file (folders expanded), in order.
 
@@ -313,26 +360,28 @@ class Predictor:
             except SejaxError as e:
                 pending.append((path, e))
             if pending_windows >= group_windows:
-                yield from self._flush(pending)
+                yield from self._flush(pending, speaker)
                 pending, pending_windows = [], 0
-        yield from self._flush(pending)
+        yield from self._flush(pending, speaker)
 
     def _flush(
-        self, pending: list[tuple[str, np.ndarray | SejaxError]]
+        self, pending: list[tuple[str, np.ndarray | SejaxError]], speaker: Stats | None
     ) -> Iterator[tuple[str, Prediction | SejaxError]]:
         clips = [(x, path) for path, x in pending if isinstance(x, np.ndarray)]
-        results = iter(self._predict_clips(clips))
+        results = iter(self._predict_clips(clips, speaker))
         for path, x in pending:
             yield path, (next(results) if isinstance(x, np.ndarray) else x)
 
-    def _predict_clips(self, clips: list[tuple[np.ndarray, str | None]]) -> list[Prediction]:
+    def _predict_clips(
+        self, clips: list[tuple[np.ndarray, str | None]], speaker: Stats | None = None
+    ) -> list[Prediction]:
         plans = [self.windows(wave) for wave, _ in clips]
         owners = [(i, s) for i, (starts, _) in enumerate(plans) for s in starts]
         probs = np.zeros((len(owners), len(self.label_names)), np.float32)
         for b in range(0, len(owners), self.batch_size):
             batch = owners[b : b + self.batch_size]
             windows = np.stack([plans[i][1](s) for i, s in batch])
-            probs[b : b + len(batch)] = self.probabilities(windows)
+            probs[b : b + len(batch)] = self.probabilities(windows, speaker)
         results, row = [], 0
         for (wave, source), (starts, _) in zip(clips, plans, strict=True):
             window_probs = probs[row : row + len(starts)]

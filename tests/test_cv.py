@@ -305,3 +305,15 @@ def test_cv_command_end_to_end_on_the_demo_corpus(tmp_path):
     assert split["validation"]["actors"] == [21, 22] and split["train"]["actors"] == [17, 18]
     assert (tmp_path / "w" / "cv_learning_curves.png").is_file()
     assert not (tmp_path / "w" / "fold_1" / "prepared").exists()  # one shared shard set
+
+
+def test_per_speaker_normalisation_is_labelled_transductive(fake_run, capsys):
+    sejax_cv, calls, _, workdir = fake_run
+    assert sejax_cv("--config.data.normalization=per_speaker") == 0
+    summary, out = last_json(capsys)
+    assert summary["transductive"] and "transductive" in summary["protocol"]
+    assert not summary["leaking"] and "TRANSDUCTIVE" in out.err + out.out
+    assert json.loads((workdir / "cv.json").read_text())["transductive"]
+    for fold in calls:  # each fold trained with the setting
+        config = json.loads((workdir / fold / "config.json").read_text())
+        assert config["data"]["normalization"] == "per_speaker"

@@ -280,3 +280,75 @@ def test_shipped_ravdess_model_predicts_right_after_install():
     result = model.predict(voice, sample_rate=22050)
     assert result.label in model.label_names
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def _per_speaker_model(workdir, out: Path) -> Path:
+    """The tiny run's model re-labelled as trained on per-speaker normalised features."""
+    bundle = bundle_lib.load(workdir)
+    config = bundle.config.copy_and_resolve_references()
+    config.data.normalization = "per_speaker"
+    bundle = dataclasses.replace(bundle, config=config)
+    tmp = bundle_lib.new_folder(out, overwrite=False)
+    bundle_lib.save_variables(bundle, tmp)
+    (tmp / bundle_lib.MODEL_FILE).write_text(json.dumps(bundle_lib.model_meta(bundle)))
+    bundle_lib.commit_folder(tmp, out)
+    return out
+
+
+def test_per_speaker_model_takes_its_speakers_statistics(run, tmp_path, capsys):
+    """A per-speaker model normalises a speaker's clips with statistics computed from them
+    exactly as the input pipeline computed that speaker's for training; `sejax predict
+    --same-speaker` does it for the files given, and refuses models not trained that way."""
+    workdir, demo = run
+    folder = _per_speaker_model(workdir, tmp_path / "model")
+    p = predict.load(folder, frontend="librosa", windowing="crop")
+    assert p.bundle.per_speaker and json.loads((folder / "sejax_model.json").read_text())[
+        "normalization"]["per_speaker"]  # fmt: skip
+    corpus = tmp_path / "corpus" / "Actor_23"
+    corpus.mkdir(parents=True)
+    clips = [c for c in _clips(demo, 40) if "-23.wav" in c][:6]
+    for clip in clips:
+        (corpus / Path(clip).name).write_bytes(Path(clip).read_bytes())
+    clips = sorted(str(c) for c in corpus.iterdir())
+    prepare.prepare(corpus.parent, tmp_path / "shards", p.bundle.config.features,
+                    num_workers=1, progress=False)  # fmt: skip
+    shards = input_pipeline.Shards(tmp_path / "shards")
+    mean, std = p.speaker_statistics(clips)
+    np.testing.assert_allclose(mean, shards.speaker_statistics()[0][0], atol=1e-3)
+    np.testing.assert_allclose(std, shards.speaker_statistics()[1][0], atol=1e-3)
+    assert not np.allclose(mean, p.bundle.mean, atol=0.1)  # not the training statistics
+
+    state = types.SimpleNamespace(apply_fn=p.bundle.model().apply, **p.bundle.variables)
+    eval_step = jax.jit(lambda batch: steps.eval_step(state, batch, axis_name=None)[0])
+    norm = input_pipeline.Normalization(p.bundle.mean, p.bundle.std, per_speaker=True)
+    indices = np.arange(len(shards.examples))
+    batches = list(shards.eval_batches(indices, norm, batch_size=8))
+    by_source = {
+        shards.examples[i]["source"]: logits
+        for b in batches
+        for i, logits in zip(b["index"][b["mask"] > 0],
+                             np.asarray(eval_step(b)["logits"])[b["mask"] > 0], strict=True)
+    }  # fmt: skip
+    windows = np.stack([p.windows(p.waveform(c)[0])[1](0) for c in clips])
+    logits, _ = p.logits_and_probabilities(windows, speaker=(mean, std))
+    expected = np.stack(
+        [next(v for k, v in by_source.items() if k.endswith(Path(c).name)) for c in clips]
+    )
+    np.testing.assert_allclose(logits, expected, atol=1e-3)
+    assert not np.allclose(logits, p.logits_and_probabilities(windows)[0], atol=1e-3)
+
+    code, out, err = _sejax(capsys, "predict", "--model", str(folder), *clips, "--json",
+                            "--single-window", "--frontend=librosa", "--same-speaker")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["normalization"] == "speaker"
+    got = [r["probabilities"] for r in summary["results"]]
+    want = p.predict(clips, speaker=(mean, std))
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w.probabilities, abs=1e-5)
+    code, out, err = _sejax(capsys, "predict", "--model", str(folder), clips[0], "--json")
+    assert code == 0 and "per-speaker" in err and json.loads(out)["normalization"] == "training"
+    code, _, err = _sejax(capsys, "predict", "--workdir", str(workdir), clips[0], "--same-speaker")
+    assert code == 2 and "--same-speaker is for models trained with" in err
+    with pytest.raises(DataError, match="speaker statistics must be"):
+        p.predict(clips[0], speaker=(mean[:3], std[:3]))
