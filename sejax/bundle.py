@@ -207,7 +207,7 @@ def _restore_from_workdir(workdir: Path, checkpoint: str) -> Bundle:
         ckpts.close()
     where = f"{workdir / 'checkpoints' / str(step)}"
     config = _config_from_meta(meta, where)
-    labels, mean, std = _check_meta(config, meta, where)
+    _check_meta(config, meta, where)  # a bad meta fails before any array is read
     abstract = _abstract_variables(config)
     manager = ocp.CheckpointManager(
         workdir / "checkpoints",
@@ -228,9 +228,19 @@ def _restore_from_workdir(workdir: Path, checkpoint: str) -> Bundle:
         raise CheckpointError(f"{where}: does not match the model its config describes: {e}") from e
     finally:
         manager.close()
-    variables = {"params": restored.state["params"],
-                 "batch_stats": restored.state.get("batch_stats", {})}  # fmt: skip
-    return Bundle(config, labels, mean, std, variables, str(workdir), int(step), meta)
+    return from_variables(dict(restored.state), meta, workdir, int(step))
+
+
+def from_variables(
+    variables: dict[str, Any], meta: dict[str, Any], workdir: Path, step: int
+) -> Bundle:
+    """The bundle of a workdir checkpoint's ``params`` and ``batch_stats`` and its meta,
+    checked as a restored one is."""
+    where = f"{workdir / 'checkpoints' / str(step)}"
+    config = _config_from_meta(meta, where)
+    labels, mean, std = _check_meta(config, meta, where)
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats") or {}}
+    return Bundle(config, labels, mean, std, variables, str(workdir), step, meta)
 
 
 def _restore_from_folder(folder: Path) -> Bundle:

@@ -19,7 +19,6 @@ leaves a half-written model folder. TensorFlow is imported only for the SavedMod
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -57,17 +56,18 @@ def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.A
     return infer
 
 
-def _with_precise_batch_stats(
-    bundle: bundle_lib.Bundle, workdir: Any, checkpoint: str, num_batches: int
-) -> bundle_lib.Bundle:
+def _with_precise_batch_stats(workdir: Any, checkpoint: str, num_batches: int) -> bundle_lib.Bundle:
+    """A workdir's model with BatchNorm statistics recomputed from its training batches (one
+    restore: the train state feeds both the calibration and the bundle)."""
     from sejax import train
 
     if workdir is None:
         raise ConfigError("--precise-bn-batches needs --workdir: the run's training data")
-    state = train.precise_batch_stats(train.load_trained(workdir, checkpoint), num_batches)
-    variables = dict(bundle.variables, batch_stats=jax.device_get(state.batch_stats))
-    meta = dict(bundle.meta, precise_bn_batches=num_batches)
-    return dataclasses.replace(bundle, variables=variables, meta=meta)
+    trained = train.load_trained(workdir, checkpoint)
+    state = jax.device_get(train.precise_batch_stats(trained, num_batches))
+    meta = dict(trained.meta, precise_bn_batches=num_batches)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return bundle_lib.from_variables(variables, meta, trained.workdir, trained.step)
 
 
 def export_jax(
@@ -154,9 +154,10 @@ def export(
     platforms = _check_choices(platforms, PLATFORMS, "--platforms")
     if "tf" in formats and not tensorflow_available():
         raise ConfigError("--formats tf needs TensorFlow (pip install 'sejax[data]')")
-    bundle = bundle_lib.load(name_or_path, workdir=workdir, checkpoint=checkpoint)
     if precise_bn_batches:
-        bundle = _with_precise_batch_stats(bundle, workdir, checkpoint, precise_bn_batches)
+        bundle = _with_precise_batch_stats(workdir, checkpoint, precise_bn_batches)
+    else:
+        bundle = bundle_lib.load(name_or_path, workdir=workdir, checkpoint=checkpoint)
     meta = bundle_lib.model_meta(bundle)
     summary = Path(bundle.source) / "summary.json"
     if "metrics" not in meta and summary.is_file():  # a workdir's test/validation results
