@@ -45,7 +45,9 @@ DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.Array]:
     """``waves [B, N] -> probabilities [B, C]``, the model's variables closed over (constants).
 
-    The same computation as a `sejax.predict.Predictor` with the 'jax' front end.
+    The same computation as a `sejax.predict.Predictor` with the 'jax' front end. Features
+    are normalised with the training actors' statistics, also for per-speaker models
+    (``bundle.per_speaker``), whose speakers' statistics an exported function cannot know.
     """
     apply = predict.make_apply(bundle, "jax")
     variables, mean, std = bundle.variables, bundle.mean, bundle.std
