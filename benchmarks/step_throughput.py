@@ -31,9 +31,10 @@ REFERENCE_TRAIN_FLOPS = 1.5e9  # per example, forward + backward (reference-mode
 # Model implementation choices (same network and parameters): sejax's defaults, and the plain
 # lax/flax formulation (reduce_window pooling, XLA conv autodiff, threefry dropout).
 OPS = {
-    "sejax": {"fast_ops": True, "dropout_rng": "hash"},
+    "sejax": {"fast_ops": True, "conv_grad": "im2col", "dropout_rng": "hash"},
+    "sejax-xlaconv": {"fast_ops": True, "conv_grad": "xla", "dropout_rng": "hash"},
     "lax": {"fast_ops": False, "dropout_rng": "jax"},
-    "sejax-threefry": {"fast_ops": True, "dropout_rng": "jax"},
+    "sejax-threefry": {"fast_ops": True, "conv_grad": "im2col", "dropout_rng": "jax"},
 }
 
 
@@ -112,7 +113,8 @@ def main() -> None:
         nargs="+",
         default=["sejax"],
         choices=sorted(OPS),
-        help="'sejax': the default model ops (sejax/kernels.py); 'lax': plain lax/flax ops",
+        help="'sejax': the default model ops (sejax/kernels.py); 'sejax-xlaconv': with "
+        "model.conv_grad='xla'; 'lax': plain lax/flax ops",
     )
     parser.add_argument("--flops-per-example", type=float, default=REFERENCE_TRAIN_FLOPS)
     args = parser.parse_args()

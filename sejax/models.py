@@ -21,6 +21,9 @@ from sejax.errors import ConfigError
 TEMPORAL_POOLINGS = ("mean", "max", "attention")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DROPOUT_RNGS = ("hash", "jax")
+# Convolution gradients with model.fast_ops: kernels.conv2d_same's forward-conv input gradient
+# and im2col-matmul kernel gradient, or XLA's own autodiff (faster on some CPUs and batches).
+CONV_GRADS = ("im2col", "xla")
 
 
 def _compute_dtype(name: str) -> Any:
@@ -65,17 +68,19 @@ class ConvBlock(nn.Module):
     bn_axis_name: str | None = None
     dtype: Any = jnp.float32
     fast_ops: bool = True
+    conv_grad: str = "im2col"
     dropout_rng: str = "hash"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         # fast_ops: same math, formulated for XLA:CPU (sejax/kernels.py); parameters identical.
+        im2col = self.fast_ops and self.conv_grad == "im2col"
         x = nn.Conv(
             self.features,
             (self.kernel, self.kernel),
             padding="SAME",
             dtype=self.dtype,
-            conv_general_dilated=kernels.conv_general_dilated if self.fast_ops else None,
+            conv_general_dilated=kernels.conv_general_dilated if im2col else None,
         )(x)
         # axis_name makes the batch statistics those of the global batch under pmap/shard_map.
         x = nn.BatchNorm(
@@ -148,6 +153,7 @@ class CnnBiLstm(nn.Module):
     scan_unroll: int = 1
     dtype: str = "float32"
     fast_ops: bool = True
+    conv_grad: str = "im2col"
     dropout_rng: str = "hash"
     bn_axis_name: str | None = None
 
@@ -184,6 +190,7 @@ class CnnBiLstm(nn.Module):
                 bn_axis_name=self.bn_axis_name,
                 dtype=dtype,
                 fast_ops=self.fast_ops,
+                conv_grad=self.conv_grad,
                 dropout_rng=self.dropout_rng,
                 name=f"conv_{i}",
             )(x, train=train)
@@ -232,6 +239,8 @@ def build_model(
         cfg["conv_channels"] = channels
     if "fast_ops" in cfg and not isinstance(cfg["fast_ops"], bool):
         raise ConfigError(f"model.fast_ops={cfg['fast_ops']!r} must be True or False")
+    if cfg.get("conv_grad", "im2col") not in CONV_GRADS:
+        raise ConfigError(f"model.conv_grad={cfg['conv_grad']!r} is not one of {list(CONV_GRADS)}")
     if cfg.get("dropout_rng", "hash") not in DROPOUT_RNGS:
         raise ConfigError(
             f"model.dropout_rng={cfg['dropout_rng']!r} is not one of {list(DROPOUT_RNGS)}"

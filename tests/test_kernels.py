@@ -68,10 +68,12 @@ def test_max_pool_matches_reduce_window_values_and_gradients(shape, window) -> N
     np.testing.assert_array_equal(got, want)  # no ties in random data: the same select
 
 
-def test_fast_ops_model_equals_lax_model() -> None:
+@pytest.mark.parametrize("conv_grad", ["im2col", "xla"])
+def test_fast_ops_model_equals_lax_model(conv_grad: str) -> None:
     """Same parameter tree, same logits, gradients equal to float32 rounding."""
     cfg = default.get_model_config()
     cfg.conv_channels, cfg.lstm_layers = (4, 8), 0  # no LSTM: only the convs differ
+    cfg.conv_grad = conv_grad
     fast, plain = build_model(cfg), build_model({**cfg, "fast_ops": False})
     x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 33, 16)), jnp.float32)
     variables = fast.init(jax.random.key(0), x, train=False)

@@ -129,6 +129,7 @@ def test_unknown_temporal_pooling():
         ({"conv_channels": (4, 0)}, "model.conv_channels"),
         ({"head_dropout": 1.0}, "model.head_dropout"),
         ({"lstm_units": 0}, "model.lstm_units"),
+        ({"conv_grad": "fft"}, "model.conv_grad"),
     ],
 )
 def test_bad_values_name_the_key(overrides, key):

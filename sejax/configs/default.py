@@ -56,6 +56,12 @@ def get_model_config() -> ml_collections.ConfigDict:
     # parameters, about 2x faster train steps on CPU; False: lax.reduce_window and XLA's conv
     # autodiff.
     m.fast_ops = True
+    # With fast_ops, how convolution gradients are computed: 'im2col' (kernels.conv2d_same:
+    # input gradient as a forward conv, kernel gradient as one im2col matmul) | 'xla' (XLA's
+    # autodiff). Which is faster depends on the CPU and batch (benchmarks/RESULTS.md: on Zen 4
+    # 'xla' is 1.09x at batch 32 and 'im2col' 1.56x at batch 128); same math to float32
+    # rounding.
+    m.conv_grad = "im2col"
     # Where dropout masks come from: 'hash' (a counter hash seeded from the step key, ~5x
     # cheaper on CPU; sejax/kernels.py) | 'jax' (flax.linen.Dropout's threefry bernoulli).
     m.dropout_rng = "hash"
