@@ -3,7 +3,7 @@
     sejax cv --workdir runs/cv-best --config experiments/configs/ravdess_best.py \
         --config.data.path=../shared/data/ravdess-speech-16k
 
-The reference network and input (`ravdess.py`), 20 epochs of Adam at a constant 1e-3, the
+The reference network and input (`ravdess.py`), 15 epochs of Adam at a constant 1e-3, the
 epoch chosen on the validation actors, with two changes (experiments/README.md):
 
 - precise BatchNorm (`train.precise_bn_batches=16`, sejax's default): at each epoch's end
@@ -29,8 +29,8 @@ from sejax.config import load_config
 
 def get_config():
     config = load_config(Path(__file__).with_name("ravdess.py"))
-    config.train.num_epochs = 20
-    config.train.early_stopping_patience = 0  # twenty epochs; validation picks the epoch
+    config.train.num_epochs = 15
+    config.train.early_stopping_patience = 0  # fifteen epochs; validation picks the epoch
     config.train.precise_bn_batches = 16
     config.data.normalization = "per_speaker"
     return config
