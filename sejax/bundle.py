@@ -209,6 +209,10 @@ def _restore_from_workdir(workdir: Path, checkpoint: str) -> Bundle:
     config = _config_from_meta(meta, where)
     _check_meta(config, meta, where)  # a bad meta fails before any array is read
     abstract = _abstract_variables(config)
+    # A run that kept a moving average of its weights (train.ema_decay) is served by it.
+    ema = float(config.get("train", {}).get("ema_decay", 0.0) or 0.0) > 0
+    if ema:
+        abstract = {"ema_params": abstract["params"], "batch_stats": abstract["batch_stats"]}
     manager = ocp.CheckpointManager(
         workdir / "checkpoints",
         options=ocp.CheckpointManagerOptions(read_only=True, create=False),
@@ -228,7 +232,10 @@ def _restore_from_workdir(workdir: Path, checkpoint: str) -> Bundle:
         raise CheckpointError(f"{where}: does not match the model its config describes: {e}") from e
     finally:
         manager.close()
-    return from_variables(dict(restored.state), meta, workdir, int(step))
+    variables = dict(restored.state)
+    if ema:
+        variables["params"] = variables.pop("ema_params")
+    return from_variables(variables, meta, workdir, int(step))
 
 
 def from_variables(

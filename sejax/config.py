@@ -271,11 +271,14 @@ def _validate_split(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_training_extras(config: ml_collections.ConfigDict) -> None:
-    """Loss options (train.label_smoothing, train.class_weights), train.precise_bn_batches
-    and config.augment."""
+    """Loss options (train.label_smoothing, train.class_weights), train.precise_bn_batches,
+    train.ema_decay and config.augment."""
     precise = config.train.get("precise_bn_batches", 0)
     if isinstance(precise, bool) or not isinstance(precise, int) or precise < 0:
         raise ConfigError(f"train.precise_bn_batches={precise!r} must be an integer >= 0")
+    ema = config.train.get("ema_decay", 0.0)
+    if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0.0 <= ema < 1.0:
+        raise ConfigError(f"train.ema_decay={ema!r} must be a number in [0, 1) (0: off)")
     smoothing = config.train.get("label_smoothing", 0.0)
     if not 0.0 <= smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing={smoothing!r} must be in [0, 1)")

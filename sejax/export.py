@@ -68,7 +68,7 @@ def _with_precise_batch_stats(workdir: Any, checkpoint: str, num_batches: int) -
     trained = train.load_trained(workdir, checkpoint)
     state = jax.device_get(train.precise_batch_stats(trained, num_batches))
     meta = dict(trained.meta, precise_bn_batches=num_batches)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = {"params": state.inference_params, "batch_stats": state.batch_stats}
     return bundle_lib.from_variables(variables, meta, trained.workdir, trained.step)
 
 

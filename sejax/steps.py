@@ -150,7 +150,7 @@ def batch_stats_step(state: TrainState, batch: Batch, *, axis_name: str | None) 
     # Momentum 0: the "running average" the layer returns is exactly this batch's statistics.
     inference_like = module.clone(conv_dropout=0.0, head_dropout=0.0, bn_momentum=0.0)
     _, updates = inference_like.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
+        {"params": state.inference_params, "batch_stats": state.batch_stats},
         batch["features"],
         train=True,
         mutable=["batch_stats"],
@@ -167,7 +167,7 @@ def eval_step(
     padding), and the masked ``loss_sum``, ``correct`` and ``count`` summed over devices.
     """
     logits = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats},
+        {"params": state.inference_params, "batch_stats": state.batch_stats},
         batch["features"],
         train=False,
     )

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import struct
 from flax.training import train_state
 
 from sejax.errors import ConfigError
@@ -39,6 +40,15 @@ class TrainState(train_state.TrainState):
     # Updates skipped for a non-finite gradient (int32 scalar) under
     # train.on_non_finite='skip'; None under 'stop', where the loop stops instead.
     skipped_steps: jax.Array | None = None
+    # train.ema_decay > 0: an exponential moving average of the params, which inference
+    # (validation, test, precise BatchNorm, export) uses instead of the params themselves.
+    ema_params: Any = None
+    ema_decay: float = struct.field(pytree_node=False, default=0.0)
+
+    @property
+    def inference_params(self) -> Any:
+        """The weights inference runs with: the moving average if kept, else the params."""
+        return self.params if self.ema_params is None else self.ema_params
 
     def apply_gradients(self, *, grads: Any, **kwargs: Any) -> TrainState:
         """Flax's update; with a ``skipped_steps`` counter, a non-finite one is skipped.
@@ -48,6 +58,8 @@ class TrainState(train_state.TrainState):
         ``step``, so the data position and dropout keys move on as in any other step.
         """
         new = super().apply_gradients(grads=grads, **kwargs)
+        if self.ema_params is not None:
+            new = new.replace(ema_params=_ema_update(self.ema_params, new.params, self))
         if self.skipped_steps is None:
             return new
         ok = jnp.isfinite(optax.global_norm(grads)) & _all_finite((new.params, new.batch_stats))
@@ -59,8 +71,18 @@ class TrainState(train_state.TrainState):
             params=keep(new.params, self.params),
             opt_state=keep(new.opt_state, self.opt_state),
             batch_stats=keep(new.batch_stats, self.batch_stats),
+            ema_params=None if self.ema_params is None else keep(new.ema_params, self.ema_params),
             skipped_steps=self.skipped_steps + jnp.where(ok, 0, 1).astype(jnp.int32),
         )
+
+
+def _ema_update(ema: Any, params: Any, state: TrainState) -> Any:
+    """One step of the moving average, with TensorFlow's warm-up of the decay
+    (``min(decay, (1 + n) / (10 + n))`` after n updates), so the initial weights fade from it
+    within a short run."""
+    n = state.step.astype(jnp.float32)
+    decay = jnp.minimum(state.ema_decay, (1.0 + n) / (10.0 + n))
+    return jax.tree.map(lambda e, p: e + (1.0 - decay) * (p - e), ema, params)
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -217,6 +239,9 @@ def create_train_state_from_config(
     tx = make_optimizer(config.train, steps_per_epoch)
     shape = (1, features.num_frames(config.features), int(config.features.n_mels))
     state = create_train_state(jax.random.PRNGKey(seed), model, shape, tx)
+    ema_decay = float(config.train.get("ema_decay", 0.0))
+    if ema_decay > 0:
+        state = state.replace(ema_params=jax.tree.map(jnp.copy, state.params), ema_decay=ema_decay)
     return with_non_finite_policy(state, config.train.get("on_non_finite", "stop"))
 
 
