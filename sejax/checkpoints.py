@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import flax.serialization
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -101,10 +102,34 @@ class Checkpoints:
                 ),
             )
         except (ValueError, KeyError, TypeError) as e:
+            restored = self._restore_without_new_fields(step, abstract, e)
+        return restored.state, dict(restored.meta)
+
+    def _restore_without_new_fields(self, step: int, abstract: Any, error: Exception) -> Any:
+        """A checkpoint written before the state gained a field that is empty in this run
+        (``ema_params`` of a run without ``train.ema_decay``): restored when the only
+        difference is such fields missing on disk."""
+        fields = flax.serialization.to_state_dict(abstract)
+        raw, _ = self.restore_raw(step)
+        missing = [k for k in fields if k not in raw] if isinstance(raw, dict) else []
+        if not missing or any(fields[k] is not None for k in missing):
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} does not match this run's model: {error}"
+            ) from error
+        target = {k: getattr(abstract, k) for k in fields if k not in missing}
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} does not match this run's model: {e}"
             ) from e
-        return restored.state, dict(restored.meta)
+        state = abstract.replace(**dict(restored.state), **dict.fromkeys(missing))
+        return ocp.args.Composite(state=state, meta=restored.meta)
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))

@@ -55,3 +55,29 @@ def test_restore_onto_a_different_model_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not match"):
         reader.restore(1, {"w": jnp.zeros((5,)), "step": jnp.asarray(0)})
     jax.clear_caches()
+
+
+def test_checkpoints_from_before_the_weight_average_restore(tmp_path):
+    """A state saved before TrainState had ``ema_params`` restores onto today's state of a run
+    without a moving average; a state that lacks a field the run fills is still refused."""
+    import optax
+
+    from sejax import train_state
+
+    state = train_state.TrainState.create(
+        apply_fn=None, params={"w": jnp.arange(3.0)}, tx=optax.adam(0.1),
+        batch_stats={"m": jnp.ones(2)}, rng=jnp.zeros(2, jnp.uint32),
+    )  # fmt: skip
+    fields = ("step", "params", "opt_state", "batch_stats", "rng", "skipped_steps")
+    before = {k: getattr(state, k) for k in fields}  # the fields it had then
+    ckpts = Checkpoints(tmp_path / "checkpoints", keep=2)
+    ckpts.save(7, before, {"epoch": 1})
+    ckpts.close()
+    reader = open_for_reading(tmp_path)
+    restored, meta = reader.restore(7, state)
+    assert restored.ema_params is None and meta == {"epoch": 1}
+    np.testing.assert_array_equal(restored.params["w"], np.arange(3.0))
+    assert int(restored.step) == 0 and restored.opt_state[0].count.shape == ()
+    averaged = state.replace(ema_params={"w": jnp.zeros(3)}, ema_decay=0.9)
+    with pytest.raises(CheckpointError, match="does not match this run's model"):
+        reader.restore(7, averaged)
