@@ -138,7 +138,8 @@ def train_step(
 
 def batch_stats_step(state: TrainState, batch: Batch, *, axis_name: str | None) -> Any:
     """The BatchNorm statistics (mean, var) of this global training batch, as inference runs
-    the network: every layer's statistics with the current weights, dropout off.
+    the network: every layer's statistics with the weights inference uses (the current ones,
+    or their moving average with ``train.ema_decay``), dropout off.
 
     The mean of these over several batches replaces the running averages before evaluation
     (precise BatchNorm, ``train.precise_bn_batches``): training itself is unchanged.

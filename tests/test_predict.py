@@ -54,8 +54,10 @@ def test_features_and_logits_match_the_training_path(run, tmp_path):
     raw = [(b, b["mask"] > 0) for b in shards.eval_batches(indices, identity, batch_size=8)]
     sources = [shards.examples[i]["source"] for b, keep in raw for i in b["index"][keep]]
     shard_feats = np.concatenate([b["features"][keep] for b, keep in raw])
-    # What eval_step reads of a TrainState: apply_fn, params, batch_stats.
-    state = types.SimpleNamespace(apply_fn=bundle.model().apply, **bundle.variables)
+    # What eval_step reads of a TrainState: apply_fn, inference_params, batch_stats.
+    state = types.SimpleNamespace(apply_fn=bundle.model().apply,
+                                  inference_params=bundle.variables["params"],
+                                  batch_stats=bundle.variables["batch_stats"])  # fmt: skip
     eval_step = jax.jit(lambda batch: steps.eval_step(state, batch, axis_name=None)[0])
     norm = input_pipeline.Normalization(bundle.mean, bundle.std)
     train_logits = np.concatenate([
@@ -318,7 +320,9 @@ def test_per_speaker_model_takes_its_speakers_statistics(run, tmp_path, capsys):
     np.testing.assert_allclose(std, shards.speaker_statistics()[1][0], atol=1e-3)
     assert not np.allclose(mean, p.bundle.mean, atol=0.1)  # not the training statistics
 
-    state = types.SimpleNamespace(apply_fn=p.bundle.model().apply, **p.bundle.variables)
+    state = types.SimpleNamespace(apply_fn=p.bundle.model().apply,
+                                  inference_params=p.bundle.variables["params"],
+                                  batch_stats=p.bundle.variables["batch_stats"])  # fmt: skip
     eval_step = jax.jit(lambda batch: steps.eval_step(state, batch, axis_name=None)[0])
     norm = input_pipeline.Normalization(p.bundle.mean, p.bundle.std, per_speaker=True)
     indices = np.arange(len(shards.examples))
