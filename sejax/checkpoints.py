@@ -102,10 +102,12 @@ class Checkpoints:
                 ),
             )
         except (ValueError, KeyError, TypeError) as e:
-            restored = self._restore_without_new_fields(step, abstract, e)
+            return self._restore_without_new_fields(step, abstract, e)
         return restored.state, dict(restored.meta)
 
-    def _restore_without_new_fields(self, step: int, abstract: Any, error: Exception) -> Any:
+    def _restore_without_new_fields(
+        self, step: int, abstract: Any, error: Exception
+    ) -> tuple[Any, dict[str, Any]]:
         """A checkpoint written before the state gained a field that is empty in this run
         (``ema_params`` of a run without ``train.ema_decay``): restored when the only
         difference is such fields missing on disk."""
@@ -129,7 +131,7 @@ class Checkpoints:
                 f"checkpoint {self.directory / str(step)} does not match this run's model: {e}"
             ) from e
         state = abstract.replace(**dict(restored.state), **dict.fromkeys(missing))
-        return ocp.args.Composite(state=state, meta=restored.meta)
+        return state, dict(restored.meta)
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))

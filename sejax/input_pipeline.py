@@ -383,7 +383,7 @@ class Shards:
         if mode == "global":
             count = count * self.num_mels
             total, total_sq = (np.full(self.num_mels, t.sum()) for t in (total, total_sq))
-        mean, std = _mean_std(total, total_sq, count)
+        mean, std = band_mean_std(total, total_sq, count)
         return Normalization(mean, std, per_speaker=mode == "per_speaker")
 
     def speaker_statistics(self) -> tuple[np.ndarray, np.ndarray]:
@@ -393,7 +393,7 @@ class Shards:
             actors = np.array([int(e["actor"]) for e in self.examples], np.int64)
             groups = np.unique(actors, return_inverse=True)[1]
             total, total_sq, count = self._band_moments(np.arange(len(actors)), groups)
-            mean, std = _mean_std(total, total_sq, count[:, None])
+            mean, std = band_mean_std(total, total_sq, count[:, None])
             self._speaker_stats = (mean[groups], std[groups])
         return self._speaker_stats
 
@@ -523,7 +523,7 @@ class Shards:
         return self._cache[key]
 
 
-def _mean_std(total: np.ndarray, total_sq: np.ndarray, count) -> tuple[np.ndarray, np.ndarray]:
+def band_mean_std(total: np.ndarray, total_sq: np.ndarray, count) -> tuple[np.ndarray, np.ndarray]:
     """float32 mean and std from float64 sums (std floored at 1e-4)."""
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-8))

@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from sejax import audio, features, frontend_jax
+from sejax import audio, features, frontend_jax, input_pipeline
 from sejax import bundle as bundle_lib
 from sejax.errors import ConfigError, DataError, SejaxError
 
@@ -271,9 +271,7 @@ class Predictor:
             total += feats.sum(axis=0)
             total_sq += np.square(feats, dtype=np.float64).sum(axis=0)
             frames += len(feats)
-        mean = total / frames
-        std = np.sqrt(np.maximum(total_sq / frames - mean**2, 1e-8))
-        return mean.astype(np.float32), std.astype(np.float32)
+        return input_pipeline.band_mean_std(total, total_sq, frames)
 
     # -- clips -> windows ------------------------------------------------------------------
 
