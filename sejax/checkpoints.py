@@ -57,6 +57,10 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """Every complete checkpoint's step, ascending."""
+        return sorted(self._manager.all_steps())
+
     def best_step(self) -> int | None:
         """The step with the highest validation UAR (the latest when none recorded one)."""
         return self._manager.best_step() or self.latest_step()

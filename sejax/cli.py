@@ -106,12 +106,19 @@ def cmd_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str
         if getattr(args, flag):
             raise ConfigError(f"--{flag.replace('_', '-')} needs --data and --corpus")
     args.split = args.split or "test"
-    reports = train.evaluate(args.workdir, splits=(args.split,), checkpoint=args.checkpoint)
+    # A checkpoint named on the command line is evaluated alone unless --average-last is given.
+    average_last = args.average_last
+    if average_last is None and args.checkpoint is not None:
+        average_last = 0
+    checkpoint = args.checkpoint or "best"
+    reports = train.evaluate(
+        args.workdir, splits=(args.split,), checkpoint=checkpoint, average_last=average_last
+    )
     report = reports[args.split]
     print(f"Report: {report['report_path']}")
-    keys = ("accuracy", "uar", "macro_f1", "loss", "num_examples", "step")
+    keys = ("accuracy", "uar", "macro_f1", "loss", "num_examples", "step", "checkpoint_steps")
     return {"command": "evaluate", "workdir": str(Path(args.workdir).absolute()),
-            "split": args.split, **{k: report[k] for k in keys}}  # fmt: skip
+            "split": args.split, **{k: report[k] for k in keys if k in report}}  # fmt: skip
 
 
 def _evaluate_corpus(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,9 +131,11 @@ def _evaluate_corpus(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.split:
         raise ConfigError("--split does not apply with --data: the whole corpus is evaluated")
+    if args.average_last:
+        raise ConfigError("--average-last does not apply with --data: one checkpoint is evaluated")
     corpora.get(args.corpus, key="--corpus")
     report = cross_corpus.evaluate_corpus(
-        args.workdir, args.data, args.corpus, checkpoint=args.checkpoint,
+        args.workdir, args.data, args.corpus, checkpoint=args.checkpoint or "best",
         prepared_dir=args.prepared_dir, label_map=tuple(args.label_map or ()), name=args.name,
         on_bad_name=args.on_bad_name,
     )  # fmt: skip
@@ -230,7 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--split", default=None, choices=("train", "validation", "test"),
                    help="split of the training corpus (default: test)")  # fmt: skip
-    p.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    p.add_argument("--checkpoint", default=None, choices=("best", "latest"),
+                   help="the checkpoint evaluated alone (default: as the run was configured: "
+                   "the best by validation UAR, or eval.average_last_checkpoints)")  # fmt: skip
+    p.add_argument("--average-last", type=int, default=None, metavar="N",
+                   help="evaluate the mean probabilities of the last N checkpoints "
+                   "(default: the run's eval.average_last_checkpoints; 0: the one "
+                   "--checkpoint names)")  # fmt: skip
     p.add_argument("--data", default=None,
                    help="cross-corpus: another corpus (folder, zip, manifest or shards), "
                    "evaluated whole over the labels it shares with the model")  # fmt: skip

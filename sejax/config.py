@@ -220,6 +220,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for split in config.eval.splits:
         if split not in SPLITS:
             raise ConfigError(f"eval.splits has {split!r}; choose from {list(SPLITS)}")
+    average_last = config.eval.get("average_last_checkpoints", 0)
+    check_average_last(average_last, config.train.keep_checkpoints)
     distributed.check_config(config)
     _validate_split(config)
     _validate_training_extras(config)
@@ -239,6 +241,17 @@ def _ints(key: str, value: Any) -> tuple[int, ...]:
     ):
         raise ConfigError(f"{key}={value!r} must be a tuple of integers")
     return tuple(value)
+
+
+def check_average_last(n: Any, keep: int, key: str = "eval.average_last_checkpoints") -> int:
+    """A snapshot-ensemble size: an integer >= 0, at most the checkpoints a run keeps."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"{key}={n!r} must be an integer >= 0 (0: the best checkpoint)")
+    if n > keep:
+        raise ConfigError(
+            f"{key}={n} averages more checkpoints than train.keep_checkpoints={keep} keeps"
+        )
+    return n
 
 
 def _validate_split(config: ml_collections.ConfigDict) -> None:

@@ -374,8 +374,12 @@ def aggregate(
                 else "actor-disjoint folds")  # fmt: skip
     if transductive:
         protocol += ", per-speaker normalisation (transductive)"
+    average_last = config.eval.get("average_last_checkpoints", 0)
     record: dict[str, Any] = {
         "protocol": protocol,
+        # The model each fold's test report evaluates.
+        "test_model": f"mean probabilities of the last {average_last} checkpoint(s)"
+        if average_last else "the checkpoint with the best validation UAR",
         "leaking": leaking,
         "transductive": transductive,
         "split_by": split_by,

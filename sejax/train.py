@@ -2,7 +2,8 @@
 
 Input (shards, actor split, normalisation) -> model, optimizer and train state -> restore the
 latest checkpoint if the workdir has one -> epochs of data-parallel train steps with periodic
-validation and checkpoints -> final evaluation of the best checkpoint on each eval split.
+validation and checkpoints -> final evaluation of the best checkpoint (or the mean of the last
+few, ``eval.average_last_checkpoints``) on each eval split.
 """
 
 from __future__ import annotations
@@ -81,16 +82,39 @@ def evaluate_split(
     par, state, shards, indices, norm, batch_size, predictions: bool = False
 ) -> dict[str, Any]:
     out = predict_split(par, state, shards, indices, norm, batch_size)
+    return split_report(out, indices, shards.label_names, predictions)
+
+
+def split_report(
+    out: dict[str, np.ndarray], indices: np.ndarray, label_names: list[str], predictions: bool
+) -> dict[str, Any]:
+    """The metrics of one split's predictions (`predict_split`'s output); with
+    ``predictions``, every example's probabilities too."""
     if len(out["index"]) != len(indices) or set(out["index"]) != set(indices.tolist()):
         raise AssertionError("evaluation did not see every example of the split exactly once")
     report = evaluation.classification_metrics(
-        out["labels"], out["logits"].argmax(-1), shards.label_names, out["losses"]
+        out["labels"], out["logits"].argmax(-1), label_names, out["losses"]
     )
     if predictions:  # per example, for pooling over folds (sejax.cv) and later analysis
         report["predictions"] = evaluation.predictions_record(
             out["index"], out["labels"], out["logits"]
         )
     return report
+
+
+def mean_prediction(outs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several models' `predict_split` outputs on one split as one snapshot ensemble: the
+    mean of their softmax probabilities, returned as log-probabilities in ``logits`` (their
+    softmax is that mean), and the cross-entropy of that mean in ``losses``."""
+    first = outs[0]
+    if any(not np.array_equal(o["index"], first["index"]) for o in outs):
+        raise AssertionError("the ensemble's members saw the split's examples in other orders")
+    logits = np.stack([np.asarray(o["logits"], np.float64) for o in outs])
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    mean = np.log(np.exp(log_probs).mean(0))
+    losses = -np.take_along_axis(mean, first["labels"][:, None].astype(int), axis=-1)[:, 0]
+    return dict(first, logits=mean, losses=losses)
 
 
 # ------------------------------------------------------------------------------------------
@@ -291,8 +315,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "steps": step,
         "epochs": step // steps_per_epoch,
         "stopped_early": stopped_early,
-        # The epoch of the checkpoint evaluated (the best by validation UAR; on a tie, the later).
+        # The epoch of the checkpoint evaluated (the best by validation UAR; on a tie, the
+        # later), or of the last checkpoint of a snapshot ensemble (eval.average_last_checkpoints).
         "best_epoch": _epoch_of(reports, steps_per_epoch, best_epoch),
+        "average_last_checkpoints": config.eval.get("average_last_checkpoints", 0),
         "train_seconds": round(train_seconds, 1),
         "num_devices": par.num_devices,
         "num_processes": jax.process_count(),
@@ -326,12 +352,12 @@ class Trained:
     norm: input_pipeline.Normalization
 
 
-def load_trained(workdir: str | Path, checkpoint: str = "best") -> Trained:
-    """Restores the best (or latest) checkpoint of ``workdir`` from its meta alone."""
+def load_trained(workdir: str | Path, checkpoint: str | int = "best") -> Trained:
+    """Restores a checkpoint of ``workdir`` ('best', 'latest' or a step) from its meta alone."""
     workdir = Path(workdir).absolute()
     ckpts = open_for_reading(workdir)
     try:
-        step = ckpts.best_step() if checkpoint == "best" else ckpts.latest_step()
+        step = _checkpoint_step(ckpts, checkpoint)
         meta = ckpts.restore_meta(step)
         config = config_lib.from_dict(meta["config"])
         par = parallel.make_parallel(config.train)
@@ -346,6 +372,35 @@ def load_trained(workdir: str | Path, checkpoint: str = "best") -> Trained:
         ckpts.close()
     norm = input_pipeline.Normalization.from_json(meta["normalization"])
     return Trained(workdir, int(step), meta, config, par, state, norm)
+
+
+def _checkpoint_step(ckpts: Checkpoints, checkpoint: str | int) -> int:
+    if checkpoint == "best":
+        return ckpts.best_step()
+    if checkpoint == "latest":
+        return ckpts.latest_step()
+    if isinstance(checkpoint, int) and checkpoint in ckpts.all_steps():
+        return checkpoint
+    raise CheckpointError(
+        f"{ckpts.directory} has no checkpoint {checkpoint!r}: choose 'best', 'latest' or one of "
+        f"the steps {ckpts.all_steps()}"
+    )
+
+
+def last_checkpoints(workdir: str | Path, n: int) -> list[int]:
+    """The steps of the last ``n`` checkpoints of ``workdir``, ascending; all ``n`` must exist."""
+    ckpts = open_for_reading(workdir)
+    try:
+        steps = ckpts.all_steps()
+    finally:
+        ckpts.close()
+    if len(steps) < n:
+        raise CheckpointError(
+            f"{Path(workdir) / 'checkpoints'} holds {len(steps)} checkpoint(s), fewer than the "
+            f"{n} to average (eval.average_last_checkpoints); train with "
+            f"train.keep_checkpoints >= {n}"
+        )
+    return steps[-n:]
 
 
 def _shards_of(trained: Trained) -> input_pipeline.Shards:
@@ -380,11 +435,25 @@ def precise_batch_stats(trained: Trained, num_batches: int) -> train_state.Train
 
 
 def evaluate(
-    workdir: str | Path, splits: tuple[str, ...] = ("test",), checkpoint: str = "best"
+    workdir: str | Path,
+    splits: tuple[str, ...] = ("test",),
+    checkpoint: str | int = "best",
+    average_last: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluates a checkpoint of ``workdir`` on the given splits; writes eval/<split>.json."""
+    """Evaluates a trained ``workdir`` on the given splits; writes eval/<split>.json.
+
+    The model evaluated: the mean class probabilities of the last ``average_last``
+    checkpoints when that is > 0 (None: the run's ``eval.average_last_checkpoints``), else
+    the single ``checkpoint`` ('best' by validation UAR, 'latest', or a step).
+    """
     trained = load_trained(workdir, checkpoint)
     config = trained.config
+    if average_last is None:
+        average_last = config.eval.get("average_last_checkpoints", 0)
+    config_lib.check_average_last(average_last, config.train.keep_checkpoints, "average_last")
+    members = [trained]
+    if average_last > 0:
+        members = [load_trained(workdir, step) for step in last_checkpoints(workdir, average_last)]
     shards = _shards_of(trained)
     split = input_pipeline.split_by_actor(shards.examples, config.data)
     reports = {}
@@ -393,12 +462,17 @@ def evaluate(
             raise config_lib.ConfigError(
                 f"unknown split {name!r}; choose from {list(split.indices)}"
             )
-        if len(split.indices[name]) == 0:
+        indices = split.indices[name]
+        if len(indices) == 0:
             continue
-        report = evaluate_split(trained.par, trained.state, shards, split.indices[name],
-                                trained.norm, config.eval.batch_size, predictions=True)  # fmt: skip
-        report.update(split=name, step=trained.step, actors=list(split.actors[name]),
+        outs = [predict_split(m.par, m.state, shards, indices, m.norm, config.eval.batch_size)
+                for m in members]  # fmt: skip
+        out = outs[0] if len(outs) == 1 else mean_prediction(outs)
+        report = split_report(out, indices, shards.label_names, predictions=True)
+        report.update(split=name, step=members[-1].step, actors=list(split.actors[name]),
                       leaking=split.leaking)  # fmt: skip
+        if average_last > 0:
+            report["checkpoint_steps"] = [m.step for m in members]  # the snapshot ensemble
         json_path, png_path = evaluation.write_report(report, trained.workdir / "eval", name)
         report["report_path"], report["confusion_png"] = str(json_path), str(png_path)
         reports[name] = report

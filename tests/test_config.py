@@ -60,6 +60,8 @@ def test_wrong_type_names_the_key():
         ("model.temporal_pooling", "'sum'", r"model\.temporal_pooling"),
         ("data.test_actors", "(21,)", r"data\.val_actors and data\.test_actors overlap"),
         ("model.head_dropout", "1.5", r"model\.head_dropout=1\.5 must be in \[0, 1\)"),
+        ("eval.average_last_checkpoints", "-1", r"eval\.average_last_checkpoints=-1 must be"),
+        ("eval.average_last_checkpoints", "3", r"=3 .* train\.keep_checkpoints=2"),
     ],
 )
 def test_impossible_values_fail_naming_the_key(key, value, message):

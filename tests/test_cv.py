@@ -307,6 +307,15 @@ def test_cv_command_end_to_end_on_the_demo_corpus(tmp_path):
     assert not (tmp_path / "w" / "fold_1" / "prepared").exists()  # one shared shard set
 
 
+def test_the_test_model_is_named_in_cv_json(fake_run, capsys):
+    sejax_cv, _, _, workdir = fake_run
+    assert sejax_cv() == 0
+    assert "best validation UAR" in json.loads((workdir / "cv.json").read_text())["test_model"]
+    assert sejax_cv("--config.eval.average_last_checkpoints=2", workdir=workdir.with_name("a")) == 0
+    record = json.loads((workdir.with_name("a") / "cv.json").read_text())
+    assert record["test_model"] == "mean probabilities of the last 2 checkpoint(s)"
+
+
 def test_per_speaker_normalisation_is_labelled_transductive(fake_run, capsys):
     sejax_cv, calls, _, workdir = fake_run
     assert sejax_cv("--config.data.normalization=per_speaker") == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,41 @@ def test_export_recomputes_the_batch_norm_statistics_training_computed(trained, 
     args = ["export", "--model", str(root / "pbn1"), "--out", str(root / "x")]
     assert cli.main([*args, "--precise-bn-batches", "4"]) == 2
     assert "needs --workdir" in capsys.readouterr().err
+
+
+def test_snapshot_ensemble_averages_the_last_checkpoints(trained, tmp_path, capsys):
+    """eval.average_last_checkpoints=N (`sejax evaluate --average-last N`): the report's
+    probabilities are the mean of the last N checkpoints' own, and its loss the cross-entropy
+    of that mean; N=1 is the final checkpoint alone; a bad N names the key."""
+    from sejax import cli, train
+
+    root, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)  # evaluate rewrites eval/: leave the fixture's alone
+    steps = train.last_checkpoints(run, 2)
+    alone = [train.evaluate(run, checkpoint=s, average_last=0)["test"] for s in steps]
+    ensemble = train.evaluate(run, average_last=2)["test"]
+    assert ensemble["checkpoint_steps"] == steps and ensemble["step"] == steps[-1]
+
+    def probs(report):
+        return np.array(report["predictions"]["probs"])
+
+    assert not np.allclose(probs(alone[0]), probs(alone[1]), atol=1e-3)  # distinct members
+    mean = (probs(alone[0]) + probs(alone[1])) / 2
+    np.testing.assert_allclose(probs(ensemble), mean, atol=2e-5)
+    labels = np.array(ensemble["predictions"]["label"])
+    nll = -np.log(mean[np.arange(len(labels)), labels]).mean()
+    assert ensemble["loss"] == pytest.approx(nll, rel=1e-3)
+    assert ensemble["accuracy"] == pytest.approx(np.mean(mean.argmax(-1) == labels))
+    written = json.loads((run / "eval" / "test.json").read_text())
+    assert written["checkpoint_steps"] == steps and written["uar"] == ensemble["uar"]
+
+    final = train.evaluate(run, average_last=1)["test"]
+    assert final["predictions"] == alone[-1]["predictions"]
+    assert cli.main(["evaluate", "--workdir", str(run), "--average-last", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint_steps"] == steps
+    assert cli.main(["evaluate", "--workdir", str(run), "--average-last", "3"]) == 2
+    assert "train.keep_checkpoints=2" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # ~2 min; bitwise resume is covered fast in test_reliability.py

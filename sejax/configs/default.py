@@ -211,6 +211,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64
     config.eval.splits = ("validation", "test")
+    # The model the final reports evaluate. 0: the checkpoint with the best validation UAR.
+    # N > 0: the mean class probabilities of the last N checkpoints (1: the final model
+    # alone), a snapshot ensemble that evens out epoch-to-epoch noise that a small
+    # validation split cannot see through; needs train.keep_checkpoints >= N.
+    config.eval.average_last_checkpoints = 0
 
     # Multi-process runs (TPU pod slices, GPU clusters) on JAX's distributed runtime; see
     # sejax/distributed.py. 'auto': join one when a coordinator is given here, by
