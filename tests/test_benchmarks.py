@@ -60,3 +60,22 @@ def test_harness_json_line_has_the_step_throughput_keys():
     assert set(peers.REQUIRED_KEYS) <= set(line)
     assert line["batch"] == 32 and line["examples_per_s"] > 0
     assert line["mfu"] == pytest.approx(line["examples_per_s"] * 1.5e9 / 1e11, rel=1e-2)
+
+
+def test_conv_layers_times_the_same_gradients_in_xla_sejax_and_tensorflow(monkeypatch, capsys):
+    """benchmarks/conv_layers.py checks, before timing, that XLA's, sejax's and TensorFlow's
+    gradients agree on every block; it prints one line per block and a sum over the four."""
+    import conv_layers
+
+    monkeypatch.setattr(sys, "argv", ["conv_layers.py", "--batch", "1", "--repeats", "1"])
+    conv_layers.main()
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [x["block"] for x in lines[:4]] == [
+        "1x301x64x1->32", "1x150x32x32->64", "1x75x16x64->128", "1x37x8x128->128"
+    ]  # fmt: skip
+    total = lines[4]
+    for name in ("xla", "sejax", "tf"):
+        assert total[f"{name}_ms"] == pytest.approx(
+            sum(x[f"{name}_ms"] for x in lines[:4]), abs=0.3
+        )
+        assert total[f"{name}_share_of_matmul_rate"] > 0
