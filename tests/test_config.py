@@ -1,5 +1,7 @@
 """Config loading, command-line overrides and validation."""
 
+from pathlib import Path
+
 import pytest
 
 from sejax import config as config_lib
@@ -92,3 +94,14 @@ def test_json_round_trip_keeps_tuples():
     back = config_lib.from_dict(json.loads(config_lib.to_json(c)))
     assert back.model.conv_channels == c.model.conv_channels
     assert back.to_dict() == c.to_dict()
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[1] / "experiments" / "configs").glob("*.py")),
+    ids=lambda p: p.name,
+)
+def test_experiment_configs_load_and_validate(path):
+    """Every shipped experiment config builds and passes validation (a renamed key or an
+    impossible value there would otherwise surface only at the start of a long run)."""
+    config_lib.validate(config_lib.load_config(path))
