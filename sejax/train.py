@@ -453,7 +453,9 @@ def evaluate(
     config_lib.check_average_last(average_last, config.train.keep_checkpoints, "average_last")
     members = [trained]
     if average_last > 0:
-        members = [load_trained(workdir, step) for step in last_checkpoints(workdir, average_last)]
+        steps = last_checkpoints(workdir, average_last)
+        members = [trained if step == trained.step else load_trained(workdir, step)
+                   for step in steps]  # fmt: skip
     shards = _shards_of(trained)
     split = input_pipeline.split_by_actor(shards.examples, config.data)
     reports = {}
