@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,14 @@ def _restore_from_workdir(workdir: Path, checkpoint: str) -> Bundle:
     variables = dict(restored.state)
     if ema:
         variables["params"] = variables.pop("ema_params")
+    averaged = int(config.get("eval", {}).get("average_last_checkpoints", 0) or 0)
+    if averaged:  # its reports describe an ensemble this single model is not
+        warnings.warn(
+            f"{workdir}'s reports evaluate the mean of its last {averaged} checkpoints "
+            f"(eval.average_last_checkpoints); this model is its {checkpoint} checkpoint alone "
+            f"(step {step})",
+            stacklevel=3,
+        )
     return from_variables(variables, meta, workdir, int(step))
 
 

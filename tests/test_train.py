@@ -133,6 +133,28 @@ def test_snapshot_ensemble_averages_the_last_checkpoints(trained, tmp_path, caps
     assert "train.keep_checkpoints=2" in capsys.readouterr().err
 
 
+def test_a_run_configured_to_average_reports_the_ensemble(tmp_path, capsys):
+    """A run with eval.average_last_checkpoints=2 reports its last two checkpoints' mean
+    (`sejax evaluate` reproduces it); the single-checkpoint model it serves says it is not."""
+    from sejax import bundle, cli
+
+    run = tmp_path / "run"
+    args = tiny_args(train__num_epochs="2", eval__average_last_checkpoints="2")
+    assert cli.main(["train", "--workdir", str(run), *args]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["average_last_checkpoints"] == 2
+    report = json.loads((run / "eval" / "test.json").read_text())
+    steps_per_epoch = summary["steps"] // 2
+    assert report["checkpoint_steps"] == [steps_per_epoch, 2 * steps_per_epoch]
+    assert report["uar"] == pytest.approx(summary["test"]["uar"])
+    assert cli.main(["evaluate", "--workdir", str(run)]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["checkpoint_steps"] == report["checkpoint_steps"]
+    assert again["uar"] == pytest.approx(summary["test"]["uar"])
+    with pytest.warns(UserWarning, match="mean of its last 2 checkpoints"):
+        bundle.load(workdir=run)
+
+
 @pytest.mark.slow  # ~2 min; bitwise resume is covered fast in test_reliability.py
 def test_resume_continues_where_it_stopped(trained, tmp_path):
     """Two epochs, then the same workdir asked for three: it trains only the third, and its
