@@ -74,13 +74,10 @@ def _run_tf(grads, inputs: tuple) -> list[np.ndarray]:
     return [g.numpy() for g in grads(*inputs)]
 
 
-def _time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def _elapsed_ms(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
 
 
 def main() -> None:
@@ -108,7 +105,7 @@ def main() -> None:
         ms = {name: [] for name in runs}
         for _ in range(args.repeats):  # taking turns, one call each
             for name, run in runs.items():
-                ms[name].append(_time(run, 1))
+                ms[name].append(_elapsed_ms(run))
         flops = 3 * 2 * args.batch * t * f * 9 * cin * cout
         flops_total += flops
         row = {"block": f"{args.batch}x{t}x{f}x{cin}->{cout}", "gflop": round(flops / 1e9, 2)}

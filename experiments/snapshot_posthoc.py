@@ -32,11 +32,12 @@ def posthoc(workdir: Path, sizes: list[int]) -> dict:
         ckpts.close()
     if max(sizes) > len(steps):
         raise SystemExit(f"{workdir} keeps {len(steps)} checkpoints, fewer than {max(sizes)}")
+    first = train.load_trained(workdir, steps[0])  # the run's shards and split, read once
+    shards = input_pipeline.Shards(first.meta["shards"])
+    split = input_pipeline.split_by_actor(shards.examples, first.config.data)
     outs: dict[int, dict[str, dict]] = {}
     for step in steps:
-        trained = train.load_trained(workdir, step)
-        shards = input_pipeline.Shards(trained.meta["shards"])
-        split = input_pipeline.split_by_actor(shards.examples, trained.config.data)
+        trained = first if step == first.step else train.load_trained(workdir, step)
         outs[step] = {
             name: train.predict_split(trained.par, trained.state, shards, split.indices[name],
                                       trained.norm, trained.config.eval.batch_size)

@@ -109,10 +109,10 @@ def mean_prediction(outs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     first = outs[0]
     if any(not np.array_equal(o["index"], first["index"]) for o in outs):
         raise AssertionError("the ensemble's members saw the split's examples in other orders")
-    logits = np.stack([np.asarray(o["logits"], np.float64) for o in outs])
-    log_probs = logits - logits.max(-1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
-    mean = np.log(np.exp(log_probs).mean(0))
+    from scipy.special import log_softmax, logsumexp  # scipy comes with scikit-learn
+
+    log_probs = log_softmax(np.stack([np.asarray(o["logits"], np.float64) for o in outs]), -1)
+    mean = logsumexp(log_probs, axis=0) - np.log(len(outs))
     losses = -np.take_along_axis(mean, first["labels"][:, None].astype(int), axis=-1)[:, 0]
     return dict(first, logits=mean, losses=losses)
 
