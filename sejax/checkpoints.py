@@ -6,7 +6,7 @@ asynchronous; Orbax writes into a temporary folder and renames it when complete,
 half-written checkpoint (a killed process, a full disk) is never listed, never restored, and
 its leftovers are removed when the folder is next opened for writing. A save that fails
 raises `CheckpointError` saying so, and leaves the earlier checkpoints as they were. The latest
-``keep`` checkpoints are kept, and the best by validation UAR besides.
+``keep`` checkpoints are kept, and the best by validation (``train.selection_metric``) besides.
 """
 
 from __future__ import annotations
@@ -24,7 +24,26 @@ from orbax.checkpoint import checkpoint_managers
 
 from sejax.errors import CheckpointError
 
-BEST_METRIC = "val_uar"
+BEST_METRIC = "val_uar"  # what checkpoints written before train.selection_metric ranked by
+SELECTION_METRICS = ("uar", "accuracy")  # train.selection_metric: validation metrics to rank by
+
+
+def selection_metrics(val_report: dict[str, Any], metric: str, epoch: int) -> dict[str, float]:
+    """The metrics a checkpoint is saved with: its validation UAR and accuracy, the score
+    that ranks it (``val_<metric>``) and its epoch, which breaks ties in favour of the earlier
+    checkpoint, as the loop's early stopping and Keras's ``restore_best_weights`` do."""
+    return {
+        "val_uar": float(val_report["uar"]),
+        "val_accuracy": float(val_report["accuracy"]),
+        "selection": float(val_report[metric]),
+        "epoch": float(epoch),
+    }
+
+
+def _rank(metrics: dict[str, float]) -> tuple[float, float]:
+    """Sort key of a checkpoint's metrics, best last. Checkpoints saved before the selection
+    score existed rank by validation UAR and, among equals, the later wins (as then)."""
+    return metrics.get("selection", metrics[BEST_METRIC]), -metrics.get("epoch", float("-inf"))
 
 
 class Checkpoints:
@@ -35,14 +54,14 @@ class Checkpoints:
         policy = checkpoint_managers.AnyPreservationPolicy([
             checkpoint_managers.LatestN(n=keep),
             checkpoint_managers.BestN(
-                get_metric_fn=lambda m: m[BEST_METRIC], n=1, keep_checkpoints_without_metrics=False
+                get_metric_fn=_rank, n=1, keep_checkpoints_without_metrics=False
             ),
         ])  # fmt: skip
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy,
             # Setting best_fn makes Orbax persist each step's metrics, so best_step() survives
             # a restart; which checkpoints are kept is decided by the policy above.
-            best_fn=lambda m: m[BEST_METRIC],
+            best_fn=_rank,
             best_mode="max",
             keep_checkpoints_without_metrics=True,
             enable_async_checkpointing=not read_only,
@@ -62,7 +81,8 @@ class Checkpoints:
         return sorted(self._manager.all_steps())
 
     def best_step(self) -> int | None:
-        """The step with the highest validation UAR (the latest when none recorded one)."""
+        """The step with the best validation score (``train.selection_metric``; the earliest
+        of equals), or the latest when none recorded one."""
         return self._manager.best_step() or self.latest_step()
 
     def save(

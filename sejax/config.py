@@ -38,6 +38,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("constant", "cosine", "warmup_cosine"),
     "train.on_non_finite": ("stop", "skip"),
+    "train.selection_metric": ("uar", "accuracy"),
+    "model.initializers": ("flax", "keras"),
 }
 # Keys whose value must be > 0.
 POSITIVE: tuple[str, ...] = (
@@ -388,7 +390,9 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def from_dict(d: dict) -> ml_collections.ConfigDict:
-    """Rebuilds a config saved as JSON (lists become tuples, as in the Python configs)."""
+    """Rebuilds a config saved as JSON (lists become tuples, as in the Python configs),
+    completed from the defaults: a run saved before a key existed reads that key's default,
+    the behaviour it was trained with."""
 
     def tuples(x: Any) -> Any:
         if isinstance(x, dict):
@@ -397,4 +401,14 @@ def from_dict(d: dict) -> ml_collections.ConfigDict:
             return tuple(tuples(v) for v in x)
         return x
 
-    return ml_collections.ConfigDict(tuples(d))
+    return ml_collections.ConfigDict(_merged(default.get_config().to_dict(), tuples(d)))
+
+
+def _merged(defaults: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` over ``defaults``, section by section."""
+    out = dict(defaults)
+    for key, value in values.items():
+        base = out.get(key)
+        both = isinstance(base, Mapping) and isinstance(value, Mapping)
+        out[key] = _merged(base, value) if both else value
+    return out

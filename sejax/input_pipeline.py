@@ -433,8 +433,11 @@ class Shards:
         skip_batches: int = 0,
         num_processes: int = 1,
         process_index: int = 0,
+        drop_remainder: bool = True,
     ) -> Iterator[Batch]:
-        """One epoch of shuffled full batches (the last partial batch is dropped).
+        """One epoch of shuffled full batches: the last partial batch is dropped, or with
+        ``drop_remainder=False`` completed with the epoch's first examples, so that every
+        example is seen every epoch and every step keeps the one compiled batch shape.
 
         The order depends only on ``(seed, epoch)``, so a resumed run that skips the batches
         already seen continues with exactly the batches an uninterrupted run would see.
@@ -447,19 +450,18 @@ class Shards:
         so runs and resumed runs agree across process counts.
         """
         tf = _tf()
-        if len(indices) < batch_size:
-            raise ConfigError(
-                f"train.batch_size={batch_size} is larger than the training split "
-                f"({len(indices)} examples)"
-            )
+        num_steps = steps_per_epoch(len(indices), batch_size, drop_remainder)
         local = _per_process(batch_size, num_processes, process_index, "train.batch_size")
-        epoch_seed = _epoch_seed(seed, epoch)
+        shuffled = self._cached(indices).shuffle(
+            min(shuffle_buffer, len(indices)), seed=_epoch_seed(seed, epoch),
+            reshuffle_each_iteration=False,
+        )  # fmt: skip
+        # The same order again (not reshuffled) tops up the last batch.
+        topped_up = shuffled.concatenate(shuffled.take(num_steps * batch_size - len(indices)))
         ds = (
-            self._cached(indices)
-            .shuffle(min(shuffle_buffer, len(indices)), seed=epoch_seed,
-                     reshuffle_each_iteration=False)
+            (shuffled if drop_remainder else topped_up)
             .batch(local, drop_remainder=True)
-            .take(len(indices) // batch_size * num_processes)  # whole global batches only
+            .take(num_steps * num_processes)  # whole global batches only
             .skip(skip_batches * num_processes)
             .shard(num_processes, process_index)
             .map(self._prepare_batch(norm), num_parallel_calls=tf.data.AUTOTUNE,
@@ -530,17 +532,27 @@ def band_mean_std(total: np.ndarray, total_sq: np.ndarray, count) -> tuple[np.nd
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def epoch_order(num_examples: int, batch_size: int, *, seed: int, epoch: int) -> np.ndarray:
-    """Rows ``[steps, batch_size]`` of one shuffled epoch over a resident split (full batches
-    only). Like ``Shards.train_batches`` the order depends only on ``(seed, epoch)``, so a
-    resumed run continues with the rows an uninterrupted run would see."""
+def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
+    """Train steps in one epoch over ``num_examples``: whole batches only, or with
+    ``drop_remainder=False`` one more for the remainder (topped up to a whole batch)."""
     if num_examples < batch_size:
         raise ConfigError(
             f"train.batch_size={batch_size} is larger than the training split "
             f"({num_examples} examples)"
         )
-    steps = num_examples // batch_size
+    return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+
+
+def epoch_order(
+    num_examples: int, batch_size: int, *, seed: int, epoch: int, drop_remainder: bool = True
+) -> np.ndarray:
+    """Rows ``[steps, batch_size]`` of one shuffled epoch over a resident split, the last
+    partial batch dropped or topped up as in ``Shards.train_batches``. Like it the order
+    depends only on ``(seed, epoch)``, so a resumed run continues with the rows an
+    uninterrupted run would see."""
+    steps = steps_per_epoch(num_examples, batch_size, drop_remainder)
     order = np.random.default_rng(_epoch_seed(seed, epoch)).permutation(num_examples)
+    order = np.concatenate([order, order[: steps * batch_size - num_examples]])
     return order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
 
 

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import traverse_util
 
 from sejax import kernels
 from sejax.errors import ConfigError
@@ -24,6 +26,10 @@ DROPOUT_RNGS = ("hash", "jax")
 # Convolution gradients with model.fast_ops: kernels.conv2d_same's forward-conv input gradient
 # and im2col-matmul kernel gradient, or XLA's own autodiff (faster on some CPUs and batches).
 CONV_GRADS = ("im2col", "xla")
+# How fresh parameters are drawn (model.initializers): Flax's defaults, or as Keras 3 draws
+# the same layers (`keras_initialization`).
+INITIALIZERS = ("flax", "keras")
+LSTM_GATES = ("i", "f", "g", "o")  # Flax's gate names, in Keras's kernel order (i, f, c, o)
 
 
 def _compute_dtype(name: str) -> Any:
@@ -155,6 +161,7 @@ class CnnBiLstm(nn.Module):
     fast_ops: bool = True
     conv_grad: str = "im2col"
     dropout_rng: str = "hash"
+    initializers: str = "flax"  # read by `init_variables`, not by the forward pass
     bn_axis_name: str | None = None
 
     def _check_input(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -245,7 +252,55 @@ def build_model(
         raise ConfigError(
             f"model.dropout_rng={cfg['dropout_rng']!r} is not one of {list(DROPOUT_RNGS)}"
         )
+    if cfg.get("initializers", "flax") not in INITIALIZERS:
+        raise ConfigError(
+            f"model.initializers={cfg['initializers']!r} is not one of {list(INITIALIZERS)}"
+        )
     for key in ("conv_dropout", "head_dropout"):
         if key in cfg and not 0.0 <= cfg[key] < 1.0:
             raise ConfigError(f"model.{key}={cfg[key]!r} must be in [0, 1)")
     return CnnBiLstm(**cfg, bn_axis_name=bn_axis_name)
+
+
+def init_variables(model: CnnBiLstm, rng: jax.Array, x: jnp.ndarray) -> dict[str, Any]:
+    """Fresh variables for ``model`` on inputs shaped like ``x``, drawn the way
+    ``model.initializers`` names: Flax's defaults, or Keras's (`keras_initialization`)."""
+    variables = model.init(rng, x, train=False)  # Flax's draws stay those of earlier runs
+    if model.initializers == "keras":
+        keras_rng = jax.random.fold_in(rng, 1)
+        variables = dict(variables, params=keras_initialization(variables["params"], keras_rng))
+    return variables
+
+
+def keras_initialization(params: Any, rng: jax.Array) -> Any:
+    """``params`` re-drawn as Keras 3 initialises the same layers, for like-for-like
+    comparisons with a Keras script of the network.
+
+    Conv and Dense kernels: ``glorot_uniform`` (fans count the receptive field). Each LSTM
+    cell: Keras keeps one input kernel ``[in, 4u]`` (``glorot_uniform`` over that whole shape)
+    and one recurrent kernel ``[u, 4u]`` (``orthogonal`` over the whole shape, so the four
+    gates' blocks share one orthonormal basis), gates in the order i, f, c, o, and a bias of
+    zeros except ones for the forget gate (``unit_forget_bias``). Flax's
+    ``OptimizedLSTMCell`` keeps a kernel per gate, so the fused draws are split into them.
+    Biases and BatchNorm parameters are the same in both (zeros; scale ones).
+    """
+    flat = traverse_util.flatten_dict(params)
+    cells = sorted({path[:-2] for path in flat if path[-2:] == ("ii", "kernel")})
+    keys = iter(jax.random.split(rng, len(flat) + 2 * len(cells)))
+    glorot = jax.nn.initializers.glorot_uniform()
+    out = dict(flat)
+    for path, value in flat.items():
+        in_cell = path[:-2] in cells
+        if path[-1] == "kernel" and not in_cell:  # conv [kh, kw, in, out] or dense [in, out]
+            out[path] = glorot(next(keys), value.shape, value.dtype)
+    for cell in cells:
+        kernel = flat[(*cell, "ii", "kernel")]
+        (inputs, units), dtype = kernel.shape, kernel.dtype
+        input_kernel = glorot(next(keys), (inputs, 4 * units), dtype)
+        recurrent = jax.nn.initializers.orthogonal()(next(keys), (units, 4 * units), dtype)
+        for g, gate in enumerate(LSTM_GATES):
+            block = slice(g * units, (g + 1) * units)
+            out[(*cell, f"i{gate}", "kernel")] = input_kernel[:, block]
+            out[(*cell, f"h{gate}", "kernel")] = recurrent[:, block]
+            out[(*cell, f"h{gate}", "bias")] = jnp.full((units,), gate == "f", dtype)
+    return traverse_util.unflatten_dict(out)

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sejax import augment, distributed, evaluation, input_pipeline, parallel, train_state
 from sejax import config as config_lib
-from sejax.checkpoints import BEST_METRIC, Checkpoints, open_for_reading
+from sejax.checkpoints import Checkpoints, open_for_reading, selection_metrics
 from sejax.errors import CheckpointError, SejaxError
 from sejax.metric_writers import create_writer
 from sejax.preemption import Preempted, StopSignals
@@ -152,12 +152,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if split.leaking:
         console.print(f"[bold red]WARNING: leaking split[/] {LEAKING_NOTE}")
     norm = shards.normalization(split.indices["train"], config.data.normalization)
-    steps_per_epoch = len(split.indices["train"]) // tc.batch_size
-    if steps_per_epoch == 0:
-        raise config_lib.ConfigError(
-            f"train.batch_size={tc.batch_size} is larger than the training split "
-            f"({len(split.indices['train'])} examples)"
-        )
+    steps_per_epoch = input_pipeline.steps_per_epoch(
+        len(split.indices["train"]), tc.batch_size, config.data.drop_remainder
+    )
     total_steps = steps_per_epoch * tc.num_epochs
 
     # Model, optimizer, parallel steps, train state.
@@ -183,7 +180,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # Restore: re-running with the same workdir continues from the latest complete checkpoint,
     # with the step, optimizer state, dropout key and data position of that checkpoint.
     ckpts = Checkpoints(workdir / "checkpoints", keep=tc.keep_checkpoints)
-    best_uar, best_epoch, finished = float("-inf"), -1, False
+    # The best validation score so far (train.selection_metric) and its epoch.
+    best_score, best_epoch, finished = float("-inf"), -1, False
     latest = ckpts.latest_step()
     if latest is not None:
         state, saved = ckpts.restore(latest, par.abstract_state(state))
@@ -192,7 +190,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 f"{workdir} was trained on features {saved.get('features_fingerprint')}, "
                 f"this run's are {meta['features_fingerprint']}: use a new --workdir"
             )
-        best_uar, best_epoch = saved.get("best_val_uar", best_uar), saved.get("best_epoch", -1)
+        # Runs saved before train.selection_metric existed selected on UAR.
+        best_score = saved.get("best_val_score", saved.get("best_val_uar", best_score))
+        best_epoch = saved.get("best_epoch", -1)
         finished = bool(saved.get("stopped_early", False))  # an early stop stays stopped
         state = train_state.with_non_finite_policy(state, tc.on_non_finite)
         console.print(f"Resuming from step {latest} in {ckpts.directory}")
@@ -210,7 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if not train_state.is_finite(state):
             raise _non_finite(f"the state after step {step} holds NaN or Inf", ckpts)
         metrics = extra.pop("metrics", None)
-        meta_now = dict(meta, epoch=epoch, best_val_uar=best_uar, best_epoch=best_epoch, **extra)
+        meta_now = dict(meta, epoch=epoch, best_val_score=best_score, best_epoch=best_epoch,
+                        **extra)  # fmt: skip
         ckpts.save(step, state, meta_now, metrics=metrics)
 
     # Input: the tf.data pipeline over the shards, or (data.device_resident) the whole
@@ -222,15 +223,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     def train_batches(epoch: int, skip_batches: int) -> Iterator[dict[str, jax.Array]]:
         if resident is not None:
             rows = input_pipeline.epoch_order(
-                len(split.indices["train"]), tc.batch_size, seed=config.seed, epoch=epoch
-            )
+                len(split.indices["train"]), tc.batch_size, seed=config.seed, epoch=epoch,
+                drop_remainder=config.data.drop_remainder,
+            )  # fmt: skip
             for batch_rows in rows[skip_batches:]:
                 yield par.resident_batch(resident, batch_rows)
             return
         batches = shards.train_batches(
             split.indices["train"], norm, batch_size=tc.batch_size, seed=config.seed,
             epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
-            prefetch=config.data.prefetch, skip_batches=skip_batches, **procs,
+            prefetch=config.data.prefetch, skip_batches=skip_batches,
+            drop_remainder=config.data.drop_remainder, **procs,
         )  # fmt: skip
         for batch in batches:
             yield par.put_batch(batch)
@@ -285,8 +288,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 scalars.update(
                     {f"val_{k}": val[k] for k in ("loss", "accuracy", "uar", "macro_f1")}
                 )
-                if val["uar"] > best_uar:
-                    best_uar, best_epoch = val["uar"], epoch_done
+                if val[tc.selection_metric] > best_score:  # strictly: the earliest of equals
+                    best_score, best_epoch = val[tc.selection_metric], epoch_done
                 console.print(
                     f"epoch {epoch_done}/{tc.num_epochs}  step {step}  val loss {val['loss']:.3f}  "
                     f"acc {val['accuracy']:.3f}  UAR {val['uar']:.3f}"
@@ -296,14 +299,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             stopped_early = patience > 0 and best_epoch >= 0 and epoch_done - best_epoch >= patience
             preempted = stop.signum is not None
             if epoch_done % tc.checkpoint_every_epochs == 0 or last or stopped_early or preempted:
-                ckpt_metrics = {BEST_METRIC: scalars["val_uar"]} if "val_uar" in scalars else None
+                ckpt_metrics = selection_metrics(val, tc.selection_metric, epoch_done) if (
+                    "val_uar" in scalars) else None  # fmt: skip
                 save(step, state, epoch_done, stopped_early=stopped_early, metrics=ckpt_metrics)
             if preempted:
                 ckpts.close()
                 writer.close()
                 raise Preempted(stop.signum, step, workdir)
             if stopped_early:
-                console.print(f"early stop: no validation UAR gain for {patience} epochs")
+                console.print(
+                    f"early stop: no validation {tc.selection_metric} gain for {patience} epochs"
+                )
                 break
     ckpts.close()
     writer.close()
@@ -429,6 +435,7 @@ def precise_batch_stats(trained: Trained, num_batches: int) -> train_state.Train
     batches = shards.train_batches(
         split.indices["train"], trained.norm, batch_size=config.train.batch_size,
         seed=config.seed, epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
+        drop_remainder=config.data.get("drop_remainder", True),
     )  # fmt: skip
     calibration = (trained.par.put_batch(b) for b in itertools.islice(batches, num_batches))
     return trained.par.precise_batch_stats(trained.state, calibration)

@@ -218,7 +218,9 @@ def _key_data(rng: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _init_variables(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...]) -> Any:
     # Compiled once per (model config, input shape): modules hash by their fields.
-    return model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
+    from sejax import models
+
+    return models.init_variables(model, rng, jnp.zeros(input_shape, jnp.float32))
 
 
 def create_train_state_from_config(

@@ -65,6 +65,11 @@ def get_model_config() -> ml_collections.ConfigDict:
     # Where dropout masks come from: 'hash' (a counter hash seeded from the step key, ~5x
     # cheaper on CPU; sejax/kernels.py) | 'jax' (flax.linen.Dropout's threefry bernoulli).
     m.dropout_rng = "hash"
+    # How fresh parameters are drawn: 'flax' (Flax's defaults: lecun_normal kernels,
+    # orthogonal recurrent kernels per gate, zero biases) | 'keras' (as Keras 3 draws the same
+    # layers: glorot_uniform kernels, one orthogonal recurrent kernel over the four gates, a
+    # unit forget-gate bias; sejax.models.keras_initialization).
+    m.initializers = "flax"
     return m
 
 
@@ -140,6 +145,10 @@ def get_config() -> ml_collections.ConfigDict:
     # reports, summaries and cv.json all carry "leaking": true.
     config.data.allow_leakage = False
     config.data.shuffle_buffer = 2048
+    # The last partial training batch of an epoch: dropped (True), or topped up with the
+    # epoch's first examples (False), so that every clip is trained on every epoch, as Keras's
+    # fit does, while every step keeps the one compiled batch shape.
+    config.data.drop_remainder = True
     config.data.prefetch = 2
     # Copy the whole normalised training split to the devices once and gather each batch
     # there (no host pipeline per step; an epoch costs its steps). For corpora that fit in
@@ -166,7 +175,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_every_epochs = 1
     config.train.checkpoint_every_epochs = 1
     config.train.keep_checkpoints = 2  # latest N, plus the best by validation UAR
-    config.train.early_stopping_patience = 0  # epochs without val-UAR gain; 0 disables
+    # The validation metric that picks the best checkpoint and drives early stopping: 'uar'
+    # (balanced accuracy) | 'accuracy' (what a Keras EarlyStopping on val_accuracy watches).
+    # Among equal scores the earliest checkpoint is the best.
+    config.train.selection_metric = "uar"
+    config.train.early_stopping_patience = 0  # epochs without a validation gain; 0 disables
     # Precise BatchNorm: at each epoch's end (before validation and the checkpoint) replace
     # the running BatchNorm averages by the mean statistics of this many training batches,
     # computed as inference runs the network (dropout off) with the current weights. Training
