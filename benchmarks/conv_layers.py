@@ -7,7 +7,7 @@ runs), timed side by side in one run: where the train step's gap to Keras comes 
 
 For each block's convolution shape it times, taking turns, median of ``--repeats``: the
 gradient with respect to input and kernel of ``sum(conv(x, k) * dy)`` with ``lax.conv`` and
-XLA's autodiff (``xla``), with ``sejax.kernels.conv2d_same`` (``sejax``: XLA's forward
+XLA's autodiff (``xla``), with ``sejax.model.xla_cpu_ops.conv2d_same`` (``sejax``: XLA's forward
 convolution, the input gradient as a forward convolution, the kernel gradient as an im2col
 matmul), and with ``tf.nn.conv2d`` under a ``tf.GradientTape`` in a ``tf.function`` (``tf``:
 TensorFlow's oneDNN kernels). Prints one JSON line per block and one for the sum, with each
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sejax import kernels
+from sejax.model import xla_cpu_ops as kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_throughput
 from step_throughput import matmul_flops_per_s

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sejax.checkpoints import state_leaves
+from sejax.training.checkpoints import state_leaves
 
 TRAIN_OVERRIDES = {
     "data.demo_repetitions": "(1,)",
@@ -109,7 +109,7 @@ def _identical(a: tuple[int, list], b: tuple[int, list]) -> bool:
 
 def _check_checkpoints(workdir: Path) -> dict[str, Any]:
     """Restores every checkpoint a killed run left: listed ones must all restore."""
-    from sejax.checkpoints import Checkpoints
+    from sejax.training.checkpoints import Checkpoints
 
     folder = workdir / "checkpoints"
     if not folder.is_dir():

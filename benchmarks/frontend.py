@@ -1,10 +1,10 @@
-"""Front-end throughput: log-Mel with librosa on the host vs `sejax.frontend_jax` under jit.
+"""Front-end throughput: log-Mel with librosa on the host vs `sejax.data.frontend_jax` under jit.
 
     python benchmarks/frontend.py                      # the demo corpus, reference features
     python benchmarks/frontend.py --data DIR --num-files 400 --batch-size 256   # e.g. on a GPU
 
 Both run side by side in one process on the same fixed-length windows (decoding is not
-timed): librosa one file at a time, as `sejax.prepare`'s workers do (one worker process;
+timed): librosa one file at a time, as `sejax.data.prepare`'s workers do (one worker process;
 prepare runs one per core), and the JAX front end on batches (host -> device, compute, and
 back to the host, so the numbers compare features ready to write; ``to_device`` leaves them
 on the device, as prediction does), and one file at a time (batch 1, as streaming does).
@@ -37,23 +37,23 @@ def _best_time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _load_windows(args: argparse.Namespace, cfg: object) -> tuple[np.ndarray, str]:
-    from sejax import features
+    from sejax.data import features
 
     n = features.num_samples(cfg)
     rate = int(cfg.sample_rate)
     source = args.data
     if source is None:
         if importlib.util.find_spec("soundfile") is None:
-            from sejax.export import probe_waves
+            from sejax.inference.export import probe_waves
 
             waves = probe_waves({"sample_rate": rate, "num_samples": n}, count=args.num_files)
             return waves, "synthetic"
-        from sejax.demo import generate_demo_corpus
+        from sejax.data.demo import generate_demo_corpus
 
         source = str(Path(tempfile.gettempdir()) / "sejax-bench-demo")
         generate_demo_corpus(source, actors=(21, 22, 23, 24), sample_rate=rate)
-    from sejax.audio import load_audio
-    from sejax.predict import expand_paths
+    from sejax.data.audio import load_audio
+    from sejax.inference.predict import expand_paths
 
     files = expand_paths([source])[: args.num_files]
     waves = np.stack([features.fix_length(load_audio(f, rate), cfg) for f in files])
@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import jax
 
-    from sejax import features, frontend_jax
     from sejax.configs.default import get_features_config
+    from sejax.data import features, frontend_jax
 
     cfg = get_features_config()
     waves, source = _load_windows(args, cfg)

@@ -7,7 +7,7 @@
 Shards come from ``--shards`` (prepared), else ``--data`` (a corpus folder, prepared once into
 ``--prepared-dir``, reused by later runs), else the shared RAVDESS copy beside the repository,
 else the built-in demo corpus. For each batch size it runs ``--epochs`` epochs of
-`sejax.input_pipeline.Shards.train_batches` over every example and puts each batch on the
+`sejax.data.input_pipeline.Shards.train_batches` over every example and puts each batch on the
 devices with the train loop's ``Parallel.put_batch``, waiting for the arrays: epoch 0 reads and
 parses the shards (tf.data's cache is empty), later epochs come from the cache, as every epoch
 after the first does in training. Against it: the examples/s that sejax's train step consumes
@@ -38,15 +38,15 @@ SHARED_RAVDESS = REPO.parent / "shared" / "data" / "ravdess-speech-16k"
 
 def resolve_shards(args: argparse.Namespace) -> tuple[Path, str]:
     """A folder of prepared shards, preparing ``--data`` (or RAVDESS, or the demo) if needed."""
-    from sejax import features, prepare
     from sejax.configs.default import get_features_config
+    from sejax.data import features, prepare
 
     if args.shards:
         return Path(args.shards), str(args.shards)
     cfg = get_features_config()
     data = Path(args.data) if args.data else SHARED_RAVDESS
     if not data.exists():
-        from sejax import demo
+        from sejax.data import demo
 
         data = demo.generate_demo_corpus(Path(tempfile.gettempdir()) / "sejax-bench-demo")
     name = f"sejax-bench-shards-{data.name}-{features.fingerprint(cfg)[:8]}"
@@ -83,8 +83,8 @@ def fed_vs_fixed(
     """Median step time fed by the pipeline vs on one fixed device batch, alternating."""
     import jax
 
-    from sejax import parallel, train_state
     from sejax.configs import default
+    from sejax.training import parallel, train_state
 
     config = default.get_config()
     config.train.batch_size = batch
@@ -126,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import jax
     from step_throughput import measure
 
-    from sejax import input_pipeline, parallel
     from sejax.configs import default
+    from sejax.data import input_pipeline
+    from sejax.training import parallel
 
     device = jax.devices()[0]
     for batch in args.batch:

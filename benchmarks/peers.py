@@ -150,8 +150,9 @@ def sejax_params() -> int:
     import jax
     import jax.numpy as jnp
 
-    from sejax import features, models
     from sejax.configs import default
+    from sejax.data import features
+    from sejax.model import models
 
     config = default.get_config()
     model = models.build_model(config.model)

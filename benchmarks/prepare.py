@@ -12,17 +12,17 @@ every other round; the best round of each counts, since other jobs only ever add
   parameters and ``power_to_db`` (checked to equal sejax's features);
 - ``librosa_loop_blas1``: the same loop with BLAS limited to one thread, as prepare's workers
   run (a multi-threaded BLAS on the tiny Mel product fights other jobs on a small machine);
-- ``prepare``: `sejax.prepare.prepare` in this process (TensorFlow already imported, worker
+- ``prepare``: `sejax.data.prepare.prepare` in this process (TensorFlow already imported, worker
   fork server already started: the library's steady state), ``--workers`` (0: all cores);
 - ``loop_script`` and ``cli``: the loop as a fresh Python process, and
   ``python -m sejax prepare``: what a user waits for, imports and worker start-up included.
 
 Then where prepare's time goes: per-file stages in one process with one BLAS thread
-(read, sha256, screening with decoding, crop/pad, `sejax.features.log_mel`, serialise, write)
+(read, sha256, screening with decoding, crop/pad, `sejax.data.features.log_mel`, serialise, write)
 and the fixed costs (imports, collecting the corpus), and what the per-file work would cost
 done differently (`front_end_alternatives`: decoding only the analysis window; the STFT +
 Mel + dB by librosa, as numpy/scipy array code per file or on batches, or
-`sejax.frontend_jax` under jit).
+`sejax.data.frontend_jax` under jit).
 ``--limit N`` takes the first N files. Prints one JSON line.
 """
 
@@ -121,7 +121,7 @@ class Stages:
 
 def stage_breakdown(files: Sequence[Path], cfg: dict, tmp: Path) -> dict[str, float]:
     """prepare's per-file work split into stages, one process, one BLAS thread (ms per file)."""
-    from sejax import audio, features, prepare, screening
+    from sejax.data import audio, features, prepare, screening
 
     tf = prepare._tf()
     limits = screening.Limits()
@@ -152,7 +152,7 @@ def vectorised_log_mel(waves: np.ndarray, cfg: dict, fft: Callable = np.fft.rfft
 
     ``fft``: ``np.fft.rfft`` or ``scipy.fft.rfft`` (both keep float32 -> complex64).
     """
-    from sejax import features, frontend_jax
+    from sejax.data import features, frontend_jax
 
     n_fft, hop = cfg["n_fft"], cfg["hop_length"]
     window = frontend_jax.stft_window(cfg["window"], cfg["win_length"], n_fft)
@@ -174,8 +174,8 @@ def front_end_alternatives(
 
     Decoding the whole file vs only the analysis window (``crop='start'`` needs no more;
     the original length comes from the header), and librosa's STFT + Mel + dB per file vs
-    `sejax.features.log_mel` (what prepare runs), numpy/scipy array code per file and on
-    batches, and `sejax.frontend_jax` under jit.
+    `sejax.data.features.log_mel` (what prepare runs), numpy/scipy array code per file and on
+    batches, and `sejax.data.frontend_jax` under jit.
     """
     import io
 
@@ -183,7 +183,7 @@ def front_end_alternatives(
     import scipy.fft
     import soundfile as sf
 
-    from sejax import features, frontend_jax
+    from sejax.data import features, frontend_jax
 
     n = round(cfg["sample_rate"] * cfg["duration_s"])
     blobs = [f.read_bytes() for f in files]
@@ -251,8 +251,8 @@ def fixed_costs(data: Path) -> dict[str, float]:
     collect_s = time.perf_counter() - start
     return {
         "python_start_s": round(wall("pass"), 2),
-        "import_sejax_prepare_s": round(wall("import sejax.prepare"), 2),
-        "import_sejax_cli_s": round(wall("import sejax.cli"), 2),
+        "import_sejax_prepare_s": round(wall("import sejax.data.prepare"), 2),
+        "import_sejax_cli_s": round(wall("import sejax.cli.main"), 2),
         "import_tensorflow_s": round(wall("import tensorflow"), 2),
         "import_librosa_stft_s": round(wall("import librosa.core.spectrum, librosa.filters"), 2),
         "collect_s": round(collect_s, 3),
@@ -275,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loop-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from sejax import features
     from sejax.configs.default import get_features_config
+    from sejax.data import features
 
     cfg = features.canonical_config(get_features_config())
     root = Path(args.data).resolve()
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         librosa_loop(files, cfg, None)
         return 0
 
-    from sejax import prepare
+    from sejax.data import prepare
 
     work = Path(tempfile.mkdtemp(prefix="sejax-bench-prepare-"))
     try:
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profiled = files[: args.profile_files]
         result["stages_ms_per_file"] = stage_breakdown(profiled, cfg, work)
         result["fixed_costs"] = fixed_costs(data)
-        from sejax import audio
+        from sejax.data import audio
 
         waves = np.stack([features.fix_length(audio.load_audio(str(f), cfg["sample_rate"]), cfg)
                           for f in profiled])  # fmt: skip

@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sejax import features, parallel, train_state
 from sejax.configs import default
+from sejax.data import features
+from sejax.training import parallel, train_state
 
 REFERENCE_TRAIN_FLOPS = 1.5e9  # per example, forward + backward (reference-model.md)
 # Model implementation choices (same network and parameters): sejax's defaults, and the plain

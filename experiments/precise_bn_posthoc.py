@@ -5,7 +5,7 @@ running BatchNorm averages and with statistics recomputed from training batches.
 
 For each run folder it restores a checkpoint (the latest by default), evaluates the test split
 as saved, then replaces the BatchNorm averages by the mean statistics of ``--batches`` training
-batches of the run's last epoch (``sejax.train.precise_batch_stats``, what
+batches of the run's last epoch (``sejax.training.train.precise_batch_stats``, what
 ``train.precise_bn_batches`` does at every epoch's end) and evaluates again. Training is not
 repeated; nothing in the run folders is written. One JSON line per run, then a summary line.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sejax import input_pipeline, train
+from sejax.data import input_pipeline
+from sejax.training import train
 
 METRICS = ("accuracy", "uar", "macro_f1")
 

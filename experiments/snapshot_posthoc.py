@@ -4,7 +4,7 @@ one, or the mean class probabilities of the last N (a snapshot ensemble), on the
     python experiments/snapshot_posthoc.py runs/cv-best/fold_* --sizes 1 3 5
 
 For each run folder it predicts the validation and test splits once per kept checkpoint
-(`sejax.train.predict_split`) and scores the best-by-validation checkpoint and the mean of
+(`sejax.training.train.predict_split`) and scores the best-by-validation checkpoint and the mean of
 the last N checkpoints for each N in ``--sizes`` (1: the final model), as
 ``eval.average_last_checkpoints=N`` would. Training is not repeated; nothing in the run folders
 is written. One JSON line per run, then the means over the runs.
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sejax import checkpoints, input_pipeline, train
+from sejax.data import input_pipeline
+from sejax.training import checkpoints, train
 
 METRICS = ("accuracy", "uar", "macro_f1")
 SPLITS = ("validation", "test")

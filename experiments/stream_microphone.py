@@ -6,7 +6,7 @@
 
 The microphone is read with the optional ``sounddevice`` package (``pip install sounddevice``;
 it needs the PortAudio library, e.g. ``apt install libportaudio2``), opened at the model's
-sample rate, mono. ``--file`` feeds a file through the same `sejax.streaming.Stream` in
+sample rate, mono. ``--file`` feeds a file through the same `sejax.inference.streaming.Stream` in
 chunks instead, as fast as it can, which needs no audio hardware.
 """
 
@@ -64,7 +64,7 @@ def microphone_chunks(
 
 def file_chunks(path: str, rate: int) -> Iterator[np.ndarray]:
     """The file at the model's rate, cut into `CHUNK_S` chunks as a microphone would send."""
-    from sejax.audio import load_audio
+    from sejax.data.audio import load_audio
 
     wave = load_audio(path, rate)
     step = round(CHUNK_S * rate)
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import sejax
-    from sejax.streaming import Stream
+    from sejax.inference.streaming import Stream
 
     if not args.file:
         import_sounddevice()  # fail before loading the model if the microphone cannot work

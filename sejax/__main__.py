@@ -2,6 +2,6 @@
 
 import sys
 
-from sejax.cli import main
+from sejax.cli.main import main
 
 sys.exit(main())

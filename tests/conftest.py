@@ -36,7 +36,7 @@ def tiny_args(**changes: str) -> list[str]:
 def final_state(workdir, step: int | None = None) -> tuple[int, list[tuple[str, np.ndarray]]]:
     """A checkpoint of ``workdir`` (the latest by default): its step and every state leaf,
     path by path."""
-    from sejax.checkpoints import state_leaves
+    from sejax.training.checkpoints import state_leaves
 
     return state_leaves(workdir, step)
 

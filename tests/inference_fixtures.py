@@ -3,7 +3,8 @@
 Training even the tiny config takes a minute on a loaded 2-core machine; prediction, export
 and streaming only need a checkpoint of the right form. So this builds the tiny network of
 `tests.conftest.tiny_args`, gives it non-trivial BatchNorm statistics (so running averages
-matter), and saves it exactly as `sejax.train` does: an Orbax checkpoint with the train state
+matter), and saves it exactly as `sejax.training.train` does: an Orbax checkpoint with the train
+state
 and the JSON meta. It is built once per test session (several modules share it) and a small
 demo corpus of 3 s clips is generated next to it.
 """
@@ -16,10 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sejax import config as config_lib
-from sejax import features, models, parallel, train_state
-from sejax.checkpoints import Checkpoints
+from sejax.configs import loading as config_lib
 from sejax.configs.default import EMOTIONS
+from sejax.configs.validation import validate
+from sejax.data import features
+from sejax.model import models
+from sejax.training import parallel, train_state
+from sejax.training.checkpoints import Checkpoints
 from tests.conftest import tiny_args
 
 STEPS_PER_EPOCH = 7
@@ -29,7 +33,7 @@ _CACHE: dict[str, Path] = {}
 def tiny_config():
     config = config_lib.load_config(None)
     config_lib.apply_overrides(config, config_lib.parse_override_args(tiny_args()))
-    return config_lib.validate(config)
+    return validate(config)
 
 
 def _random_variables(model, shape: tuple[int, ...], seed: int) -> dict:
@@ -99,7 +103,7 @@ def make_workdir(workdir: Path, seed: int = 0) -> Path:
 
 def demo_clips(root: Path) -> Path:
     """A small demo corpus (one actor, one take: 30 clips of 3 s at 16 kHz)."""
-    from sejax.demo import generate_demo_corpus
+    from sejax.data.demo import generate_demo_corpus
 
     return generate_demo_corpus(root, actors=(23,), repetitions=(1,))
 

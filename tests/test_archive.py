@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sejax.archive import safe_extract, safe_extract_tar, safe_extract_zip
+from sejax.data.archive import safe_extract, safe_extract_tar, safe_extract_zip
 from sejax.errors import DataError
 
 

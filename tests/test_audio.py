@@ -1,4 +1,5 @@
-"""sejax.audio: every readable file becomes mono float32 at the target rate; bad files name it."""
+"""sejax.data.audio: every readable file becomes mono float32 at the target rate; bad files
+name it."""
 
 import zipfile
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sejax import audio
+from sejax.data import audio
 from sejax.errors import DataError
 
 SR = 16000

@@ -11,12 +11,13 @@ import numpy as np
 import optax
 import pytest
 
-from sejax import augment, steps
-from sejax import config as config_lib
+from sejax.configs import loading as config_lib
 from sejax.configs.default import get_config, get_model_config
+from sejax.configs.validation import validate
 from sejax.errors import ConfigError
-from sejax.models import build_model
-from sejax.train_state import create_train_state, make_optimizer
+from sejax.model.models import build_model
+from sejax.training import augment, steps
+from sejax.training.train_state import create_train_state, make_optimizer
 
 B, T, F, C = 8, 16, 8, 8
 KEY = jax.random.key(0)
@@ -132,7 +133,7 @@ def test_config_rejects_bad_values():
     ]:
         config = config_lib.apply_overrides(get_config(), [(key, value)])
         with pytest.raises(ConfigError, match=message):
-            config_lib.validate(config)
+            validate(config)
 
 
 # ------------------------------------------------------------------------------------------

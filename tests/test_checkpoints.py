@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sejax.checkpoints import Checkpoints, open_for_reading
 from sejax.errors import CheckpointError
+from sejax.training.checkpoints import Checkpoints, open_for_reading
 
 
 def _state(scale):
@@ -62,7 +62,7 @@ def test_checkpoints_from_before_the_weight_average_restore(tmp_path):
     without a moving average; a state that lacks a field the run fills is still refused."""
     import optax
 
-    from sejax import train_state
+    from sejax.training import train_state
 
     state = train_state.TrainState.create(
         apply_fn=None, params={"w": jnp.arange(3.0)}, tx=optax.adam(0.1),

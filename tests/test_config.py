@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from sejax import config as config_lib
 from sejax.configs import default
+from sejax.configs import loading as config_lib
+from sejax.configs.validation import validate
 from sejax.errors import ConfigError
 
 
@@ -18,7 +19,7 @@ def test_defaults_are_the_reference_front_end_and_network():
     assert tuple(m.conv_channels) == (32, 64, 128, 128)
     assert (m.lstm_layers, m.lstm_units, m.temporal_pooling) == (2, 128, "mean")
     assert (m.conv_dropout, m.head_dropout, m.num_classes) == (0.1, 0.3, 8)
-    config_lib.validate(c)
+    validate(c)
 
 
 def test_overrides_are_typed_and_applied():
@@ -69,7 +70,7 @@ def test_wrong_type_names_the_key():
 def test_impossible_values_fail_naming_the_key(key, value, message):
     c = config_lib.apply_overrides(default.get_config(), [(key, value)])
     with pytest.raises(ConfigError, match=message):
-        config_lib.validate(c)
+        validate(c)
 
 
 def test_load_config_file_and_errors(tmp_path):
@@ -104,4 +105,4 @@ def test_json_round_trip_keeps_tuples():
 def test_experiment_configs_load_and_validate(path):
     """Every shipped experiment config builds and passes validation (a renamed key or an
     impossible value there would otherwise surface only at the start of a long run)."""
-    config_lib.validate(config_lib.load_config(path))
+    validate(config_lib.load_config(path))

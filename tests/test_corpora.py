@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sejax import config as config_lib
-from sejax import corpora, input_pipeline, prepare
+from sejax import corpora
 from sejax.configs import default
+from sejax.configs import loading as config_lib
 from sejax.configs.default import EMOTIONS
+from sejax.configs.validation import validate
 from sejax.corpora import labels as labels_lib
 from sejax.corpora import sources
-from sejax.cross_corpus import restricted_predictions
+from sejax.data import input_pipeline, prepare
 from sejax.errors import ConfigError, DataError
+from sejax.evaluation.cross_corpus import restricted_predictions
 from tests import corpora_data
 from tests.corpora_data import write_wav
 
@@ -260,14 +262,14 @@ def test_config_labels_and_label_map_validation():
     assert c.data.labels == ("neutral", "happy", "sad", "angry")
     assert c.data.label_map == ("calm=neutral", "surprised=")
     with pytest.raises(ConfigError, match=r"data.labels has 4 labels but model.num_classes=8"):
-        config_lib.validate(c)
-    config_lib.validate(config_lib.apply_overrides(c, [("model.num_classes", "4")]))
+        validate(c)
+    validate(config_lib.apply_overrides(c, [("model.num_classes", "4")]))
     bad = config_lib.apply_overrides(default.get_config(), [("data.label_map", "calm=relaxed")])
     with pytest.raises(ConfigError, match=r"'relaxed', which is not in data\.labels"):
-        config_lib.validate(bad)
+        validate(bad)
     bad = config_lib.apply_overrides(default.get_config(), [("data.corpus", "iemocap")])
     with pytest.raises(ConfigError, match=r"data.corpus='iemocap'.*'emodb'.*'manifest'"):
-        config_lib.validate(bad)
+        validate(bad)
 
 
 def _rows(splits_and_speakers):
@@ -333,7 +335,7 @@ def test_restricted_predictions_use_only_shared_logits():
 
 
 def test_cli_lists_corpora_and_prepares_a_mix(tmp_path, capsys):
-    from sejax import cli
+    from sejax.cli import main as cli
 
     assert cli.main(["corpora"]) == 0
     listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["corpora"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sejax import corpus
+from sejax.corpora import files as corpus
 from sejax.errors import ConfigError, DataError
 
 

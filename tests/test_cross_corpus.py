@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sejax import cli
+from sejax.cli import main as cli
 from tests import corpora_data
 from tests.conftest import tiny_args
 

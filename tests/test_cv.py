@@ -11,10 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sejax import cli, cv, evaluation, input_pipeline, prepare, train
-from sejax import config as config_lib
+from sejax.cli import main as cli
+from sejax.configs import loading as config_lib
 from sejax.configs.default import EMOTIONS, get_config
+from sejax.configs.validation import validate
+from sejax.data import input_pipeline, prepare
 from sejax.errors import ConfigError
+from sejax.evaluation import cv
+from sejax.evaluation import metrics as evaluation
+from sejax.training import train
 from tests.conftest import tiny_args
 
 
@@ -111,11 +116,11 @@ def test_impossible_folds_fail_clearly():
     ]:
         config = config_lib.apply_overrides(get_config(), [(key, value)])
         with pytest.raises(ConfigError, match=message):
-            config_lib.validate(config)
+            validate(config)
     emobox = config_lib.apply_overrides(get_config(), [("cv.fold_set", "emobox"),
                                                        ("cv.num_folds", "5")])  # fmt: skip
     with pytest.raises(ConfigError, match="'emobox' has 6 folds"):
-        config_lib.validate(emobox)
+        validate(emobox)
     manifest = config_lib.apply_overrides(get_config(), [("data.split_by", "manifest")])
     with pytest.raises(ConfigError, match="builds its own actor-disjoint folds"):
         cv.folds_for(manifest, [{"actor": 1}])

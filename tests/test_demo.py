@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sejax import corpus, demo
+from sejax.corpora import files as corpus
+from sejax.data import demo
 from sejax.errors import ConfigError, DataError
 
 SMALL = {"actors": (3, 4), "statements": (1,), "repetitions": (1,), "duration_s": 1.5}

@@ -23,10 +23,12 @@ import jax
 import numpy as np
 import pytest
 
-from sejax import cli, demo, distributed, input_pipeline, parallel, prepare
-from sejax import config as config_lib
+from sejax.cli import main as cli
+from sejax.configs import loading as config_lib
 from sejax.configs.default import get_config
+from sejax.data import demo, input_pipeline, prepare
 from sejax.errors import ConfigError
+from sejax.training import distributed, parallel
 from tests.conftest import TINY_OVERRIDES, tiny_args
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from sejax import download as dl
+from sejax.data import download as dl
 from sejax.errors import ConfigError, DataError
 
 

@@ -11,12 +11,13 @@ import numpy as np
 import optax
 import pytest
 
-from sejax import bundle as bundle_lib
-from sejax import cli, steps, train_state
-from sejax.config import validate
+from sejax.cli import main as cli
 from sejax.configs.default import get_config, get_model_config
+from sejax.configs.validation import validate
 from sejax.errors import ConfigError
-from sejax.models import build_model
+from sejax.inference import bundle as bundle_lib
+from sejax.model.models import build_model
+from sejax.training import steps, train_state
 from tests.conftest import final_state, tiny_args
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from sejax import evaluation
+from sejax.evaluation import metrics as evaluation
 
 NAMES = ["a", "b", "c"]
 

@@ -1,4 +1,5 @@
-"""sejax.export and `sejax export`: the model folder, jax.export and SavedModel round trips."""
+"""sejax.inference.export and `sejax export`: the model folder, jax.export and SavedModel
+round trips."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 
 import sejax
-from sejax import bundle as bundle_lib
-from sejax import cli, export
+from sejax.cli import main as cli
 from sejax.errors import ConfigError, DataError
+from sejax.inference import bundle as bundle_lib
+from sejax.inference import export
 from tests.inference_fixtures import tiny_run
 
 

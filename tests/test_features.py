@@ -1,4 +1,4 @@
-"""sejax.features: librosa-exact log-Mel, crop/pad policy, validation and the fingerprint."""
+"""sejax.data.features: librosa-exact log-Mel, crop/pad policy, validation and the fingerprint."""
 
 import librosa
 import ml_collections
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sejax import audio, features
 from sejax.configs.default import get_features_config
+from sejax.data import audio, features
 from sejax.errors import ConfigError
 
 

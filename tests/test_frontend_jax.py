@@ -1,4 +1,4 @@
-"""sejax.frontend_jax: the jax.numpy log-Mel matches the librosa front end the shards use."""
+"""sejax.data.frontend_jax: the jax.numpy log-Mel matches the librosa front end the shards use."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import librosa
 import numpy as np
 import pytest
 
-from sejax import audio, features, frontend_jax
 from sejax.configs.default import get_features_config
+from sejax.data import audio, features, frontend_jax
 from tests.inference_fixtures import tiny_run
 
 # dB tolerance: float32 FFT here vs librosa's float64 window product. Measured on demo and
@@ -47,7 +47,7 @@ def test_window_equals_librosa(window):
 
 def test_matches_librosa_on_speech_like_demo_clips(tmp_path_factory):
     """The reference front end (3 s, 64 bands) on the synthetic emotional speech corpus,
-    batched, against `sejax.features.extract` clip by clip."""
+    batched, against `sejax.data.features.extract` clip by clip."""
     _, demo = tiny_run(tmp_path_factory)
     cfg = get_features_config()
     files = sorted(str(p) for p in demo.rglob("*.wav"))[:12]
@@ -97,7 +97,8 @@ def test_bad_config_is_refused_by_name():
 
 
 def test_imports_neither_librosa_nor_tensorflow():
-    code = ("import sys, sejax.frontend_jax, sejax.predict, sejax.export, sejax.streaming; "
+    code = ("import sys, sejax.data.frontend_jax, sejax.inference.predict, "
+            "sejax.inference.export, sejax.inference.streaming; "
             "print(sorted(m for m in ('librosa', 'tensorflow') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

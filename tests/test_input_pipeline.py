@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sejax import demo, input_pipeline, prepare
 from sejax.configs import default
+from sejax.data import demo, input_pipeline, prepare
 from sejax.errors import ConfigError
 
 ACTORS = (1, 2, 3, 4, 5, 6)
@@ -148,7 +148,7 @@ def test_prepared_shards_with_other_features_are_refused(shards_dir, tmp_path):
 
 
 def test_epoch_order_is_a_fixed_shuffle_of_full_batches():
-    from sejax.input_pipeline import epoch_order
+    from sejax.data.input_pipeline import epoch_order
 
     rows = epoch_order(50, 8, seed=3, epoch=1)
     assert rows.shape == (6, 8) and rows.dtype == np.int32

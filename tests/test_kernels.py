@@ -1,4 +1,4 @@
-"""sejax.kernels computes what the lax ops compute, values and gradients."""
+"""sejax.model.xla_cpu_ops computes what the lax ops compute, values and gradients."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from sejax import kernels
 from sejax.configs import default
-from sejax.models import build_model
+from sejax.model import xla_cpu_ops as kernels
+from sejax.model.models import build_model
 
 
 def _lax_conv(x: jax.Array, w: jax.Array) -> jax.Array:

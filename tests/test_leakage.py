@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from sejax import config as config_lib
-from sejax import input_pipeline
+from sejax.configs import loading as config_lib
 from sejax.configs.default import get_config
+from sejax.configs.validation import validate
+from sejax.data import input_pipeline
 from sejax.errors import ConfigError, DataError
 
 
@@ -69,7 +70,7 @@ def test_guard_names_speakers_on_two_sides():
 def test_random_split_needs_allow_leakage_and_is_stratified():
     config = config_lib.apply_overrides(get_config(), [("data.split_by", "random")])
     with pytest.raises(ConfigError, match=r"data\.allow_leakage=True"):
-        config_lib.validate(config)
+        validate(config)
     with pytest.raises(ConfigError, match="speaker leakage"):
         input_pipeline.split_by_actor(rows(), config.data)
     cfg = data_cfg(split_by="random", allow_leakage="True")
@@ -108,7 +109,7 @@ def test_random_split_config_errors(overrides, message):
     pairs = [("data.split_by", "random"), ("data.allow_leakage", "True")]
     pairs += [(f"data.{k}", v) for k, v in overrides.items()]
     with pytest.raises(ConfigError, match=message):
-        config_lib.validate(config_lib.apply_overrides(get_config(), pairs))
+        validate(config_lib.apply_overrides(get_config(), pairs))
 
 
 def test_manifest_split_with_a_shared_speaker_only_when_allowed():

@@ -11,7 +11,7 @@ import pytest
 
 from sejax.configs.default import get_model_config
 from sejax.errors import ConfigError
-from sejax.models import CnnBiLstm, build_model
+from sejax.model.models import CnnBiLstm, build_model
 
 
 def _size(tree) -> int:

@@ -10,9 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from sejax import config as config_lib
-from sejax import train, train_state
+from sejax.configs import loading as config_lib
+from sejax.configs.validation import validate
 from sejax.errors import ConfigError
+from sejax.training import train, train_state
 
 
 def _state(policy: str) -> train_state.TrainState:
@@ -95,6 +96,6 @@ def test_config_names_the_allowed_policies():
         config_lib.load_config(None), [("train.on_non_finite", "ignore")]
     )
     with pytest.raises(ConfigError, match=r"train\.on_non_finite='ignore'.*\['stop', 'skip'\]"):
-        config_lib.validate(config)
+        validate(config)
     with pytest.raises(ConfigError, match=r"train\.on_non_finite"):
         train_state.with_non_finite_policy(_state("stop"), "ignore")

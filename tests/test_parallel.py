@@ -18,7 +18,7 @@ import pytest
 
 from sejax.configs.default import get_config
 from sejax.errors import ConfigError
-from sejax.parallel import Parallel, make_parallel
+from sejax.training.parallel import Parallel, make_parallel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,12 +27,12 @@ SCRIPT = r"""
 import functools, json
 import jax, numpy as np, optax
 from jax.sharding import NamedSharding, PartitionSpec as P
-from sejax import steps
+from sejax.training import steps
 from sejax.configs.default import get_config, get_model_config
 from sejax.errors import ConfigError
-from sejax.models import build_model
-from sejax.parallel import AXIS, make_parallel
-from sejax.train_state import create_train_state
+from sejax.model.models import build_model
+from sejax.training.parallel import AXIS, make_parallel
+from sejax.training.train_state import create_train_state
 
 # XLA:CPU compiles the default (partitionable) threefry draws of 4-D conv kernels several
 # times slower; this process only compares runs with each other, so take the other stream.

@@ -9,13 +9,13 @@ import numpy as np
 import optax
 import pytest
 
-from sejax import steps
-from sejax.config import validate
 from sejax.configs.default import get_config, get_model_config
+from sejax.configs.validation import validate
 from sejax.errors import ConfigError
-from sejax.models import build_model
-from sejax.parallel import AXIS, make_parallel
-from sejax.train_state import create_train_state
+from sejax.model.models import build_model
+from sejax.training import steps
+from sejax.training.parallel import AXIS, make_parallel
+from sejax.training.train_state import create_train_state
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""sejax.predict, sejax.bundle and `sejax predict`: the library API and the command."""
+"""sejax.inference.predict, sejax.inference.bundle and `sejax predict`: the library API and
+the command."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import pytest
 import soundfile as sf
 
 import sejax
-from sejax import bundle as bundle_lib
-from sejax import cli, features, input_pipeline, predict, prepare, steps
+from sejax.cli import main as cli
+from sejax.data import features, input_pipeline, prepare
 from sejax.errors import CheckpointError, ConfigError, DataError
+from sejax.inference import bundle as bundle_lib
+from sejax.inference import predict
+from sejax.training import steps
 from tests.inference_fixtures import tiny_run
 
 RATE = 16000

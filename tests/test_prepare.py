@@ -1,4 +1,4 @@
-"""sejax.prepare: shard round trip, determinism across workers, reuse/refusal, bad files."""
+"""sejax.data.prepare: shard round trip, determinism across workers, reuse/refusal, bad files."""
 
 import hashlib
 import json
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sejax import audio, features, prepare
 from sejax.configs.default import EMOTIONS, get_features_config
+from sejax.data import audio, features, prepare
 from sejax.errors import ConfigError, DataError
 
 REAL_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech-16k"
@@ -169,7 +169,7 @@ def test_workers_import_neither_tensorflow_nor_jax(corpus, tmp_path, monkeypatch
 
 def test_importing_data_modules_is_light():
     code = (
-        "import sys, sejax.prepare, sejax.audio, sejax.features;"
+        "import sys, sejax.data.prepare, sejax.data.audio, sejax.data.features;"
         "heavy = {'tensorflow', 'jax', 'librosa'} & set(sys.modules); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

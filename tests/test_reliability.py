@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from etils import epath
 
-from sejax import config as config_lib
-from sejax import parallel, train, train_state
-from sejax.checkpoints import open_for_reading
+from sejax.configs import loading as config_lib
 from sejax.errors import CheckpointError, ConfigError
-from sejax.preemption import Preempted
-from sejax.train import NonFiniteError
+from sejax.training import parallel, train, train_state
+from sejax.training.checkpoints import open_for_reading
+from sejax.training.preemption import Preempted
+from sejax.training.train import NonFiniteError
 from tests.conftest import assert_bitwise_equal, final_state, tiny_args
 
 # 2 training actors (60 clips), batches of 8: 7 steps per epoch, 2 epochs. One conv block and

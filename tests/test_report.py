@@ -1,4 +1,4 @@
-"""sejax.report and `sejax report`: a self-contained HTML page from a run's own files."""
+"""sejax.evaluation.report and `sejax report`: a self-contained HTML page from a run's own files."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import re
 import numpy as np
 import pytest
 
-from sejax import cli, evaluation, input_pipeline, report
-from sejax import config as config_lib
+from sejax.cli import main as cli
+from sejax.configs import loading as config_lib
 from sejax.configs.default import EMOTIONS
+from sejax.data import input_pipeline
 from sejax.errors import DataError
-from sejax.metric_writers import JsonlWriter
+from sejax.evaluation import metrics as evaluation
+from sejax.evaluation import report
+from sejax.training.metric_writers import JsonlWriter
 from tests.inference_fixtures import tiny_config
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sejax import prepare, screening
+from sejax.data import prepare, screening
 from sejax.errors import ConfigError, DataError
 from tests.test_prepare import ravdess_name, read_shards, tiny_cfg
 
@@ -182,7 +182,7 @@ def test_impossible_limits_name_the_key(corpus, tmp_path, limits, key):
 def test_prepare_command_prints_the_summary_and_strict_fails_naming_the_file(
     corpus, tmp_path, capsys
 ):
-    from sejax import cli
+    from sejax.cli import main as cli
 
     root, expected = corpus
     tiny = ["--config.features.duration_s=0.5", "--config.features.n_fft=256",

@@ -8,11 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from sejax import steps
 from sejax.configs.default import get_config, get_model_config
 from sejax.errors import ConfigError
-from sejax.models import build_model
-from sejax.train_state import create_train_state, make_optimizer
+from sejax.model.models import build_model
+from sejax.training import steps
+from sejax.training.train_state import create_train_state, make_optimizer
 
 train_step = jax.jit(functools.partial(steps.train_step, axis_name=None))
 eval_step = jax.jit(functools.partial(steps.eval_step, axis_name=None))

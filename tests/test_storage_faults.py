@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from etils import epath
 
-from sejax import prepare
-from sejax.checkpoints import Checkpoints, open_for_reading
+from sejax.data import prepare
 from sejax.errors import CheckpointError, DataError
+from sejax.training.checkpoints import Checkpoints, open_for_reading
 from tests.test_prepare import make_corpus, read_shards, tiny_cfg, tree_bytes
 
 

@@ -1,4 +1,4 @@
-"""sejax.streaming: chunks cut from a file give the predictions of the file's windows."""
+"""sejax.inference.streaming: chunks cut from a file give the predictions of the file's windows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import sejax
 from sejax.errors import ConfigError, DataError
-from sejax.streaming import Stream
+from sejax.inference.streaming import Stream
 from tests.inference_fixtures import tiny_run
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "stream_microphone.py"

@@ -72,7 +72,8 @@ def test_export_recomputes_the_batch_norm_statistics_training_computed(trained, 
     values; another N gives others; the weights are untouched."""
     import jax
 
-    from sejax import bundle, cli
+    from sejax.cli import main as cli
+    from sejax.inference import bundle
 
     def leaves(tree) -> list[np.ndarray]:
         return [np.asarray(x) for x in jax.tree.leaves(tree)]
@@ -102,7 +103,8 @@ def test_snapshot_ensemble_averages_the_last_checkpoints(trained, tmp_path, caps
     """eval.average_last_checkpoints=N (`sejax evaluate --average-last N`): the report's
     probabilities are the mean of the last N checkpoints' own, and its loss the cross-entropy
     of that mean; N=1 is the final checkpoint alone; a bad N names the key."""
-    from sejax import cli, train
+    from sejax.cli import main as cli
+    from sejax.training import train
 
     root, _ = trained
     run = tmp_path / "run"
@@ -136,7 +138,8 @@ def test_snapshot_ensemble_averages_the_last_checkpoints(trained, tmp_path, caps
 def test_a_run_configured_to_average_reports_the_ensemble(tmp_path, capsys):
     """A run with eval.average_last_checkpoints=2 reports its last two checkpoints' mean
     (`sejax evaluate` reproduces it); the single-checkpoint model it serves says it is not."""
-    from sejax import bundle, cli
+    from sejax.cli import main as cli
+    from sejax.inference import bundle
 
     run = tmp_path / "run"
     args = tiny_args(train__num_epochs="2", eval__average_last_checkpoints="2")

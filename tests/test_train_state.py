@@ -11,8 +11,8 @@ import pytest
 
 from sejax.configs.default import get_config, get_model_config
 from sejax.errors import ConfigError
-from sejax.models import build_model
-from sejax.train_state import (
+from sejax.model.models import build_model
+from sejax.training.train_state import (
     TrainState,
     create_train_state,
     learning_rate,

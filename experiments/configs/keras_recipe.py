@@ -26,7 +26,7 @@ the raw one: both far below the gradients' scale here) and the dropout masks' ra
 
 from pathlib import Path
 
-from sejax.config import load_config
+from sejax.configs.loading import load_config
 
 
 def get_config():

@@ -27,7 +27,7 @@ attention pooling together (fold 0: 0.480 against 0.594). Their levers stay in s
 
 from pathlib import Path
 
-from sejax.config import load_config
+from sejax.configs.loading import load_config
 
 
 def get_config():

@@ -12,7 +12,7 @@ train` holds out 10 % for validation and 20 % for test.
 
 from pathlib import Path
 
-from sejax.config import load_config
+from sejax.configs.loading import load_config
 
 
 def get_config():

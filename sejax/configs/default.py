@@ -68,7 +68,7 @@ def get_model_config() -> ml_collections.ConfigDict:
     # How fresh parameters are drawn: 'flax' (Flax's defaults: lecun_normal kernels,
     # orthogonal recurrent kernels per gate, zero biases) | 'keras' (as Keras 3 draws the same
     # layers: glorot_uniform kernels, one orthogonal recurrent kernel over the four gates, a
-    # unit forget-gate bias; sejax.models.keras_initialization).
+    # unit forget-gate bias; sejax.model.models.keras_initialization).
     m.initializers = "flax"
     return m
 

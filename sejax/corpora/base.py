@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sejax import corpus as corpus_files
+from sejax.corpora import files as corpus_files
 from sejax.errors import ConfigError, DataError
 
 Skipped = list[tuple[str, str]]  # [(name relative to the corpus root, reason)]
@@ -25,7 +25,7 @@ class Recording:
     """One labelled clip in a corpus's own terms; `sejax.corpora.labels` maps `emotion` onto
     the target labels. RAVDESS-only fields are 0 where a corpus has no such notion."""
 
-    source: str  # what `sejax.audio.read_source` reads: a path or "<zip>::<member>"
+    source: str  # what `sejax.data.audio.read_source` reads: a path or "<zip>::<member>"
     speaker: str  # as the corpus names it: '03', 'OAF', 'DC', '1001'
     actor: int  # integer speaker id: what speaker-disjoint splits and data.*_actors use
     emotion: str  # one of the corpus's declared labels (`Corpus.labels`)

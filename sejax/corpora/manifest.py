@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from sejax.corpora.base import Corpus, Recording, Skipped, check_on_bad_name
-from sejax.corpus import AUDIO_EXTENSIONS, format_bad
+from sejax.corpora.files import AUDIO_EXTENSIONS, format_bad
 from sejax.errors import DataError
 
 TITLE = "manifest"

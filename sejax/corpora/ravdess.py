@@ -1,4 +1,4 @@
-"""RAVDESS through the common reader interface; the parsing itself is `sejax.corpus`.
+"""RAVDESS through the common reader interface; the parsing itself is `sejax.corpora.files`.
 
 ``03-01-06-01-02-01-12.wav``: modality, vocal channel, emotion, intensity, statement,
 repetition, actor. The actor number is the speaker; odd actors are male.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sejax import corpus
+from sejax.corpora import files as corpus
 from sejax.corpora.base import Corpus, Recording, Skipped
 
 

@@ -1,0 +1,96 @@
+"""How ``sejax predict`` shows its results: a text table and a probabilities-over-time plot.
+
+Kept apart from `sejax.inference.predict` so the library API carries no presentation code and
+matplotlib is imported only when a plot is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from sejax.errors import SejaxError
+from sejax.inference.predict import Prediction
+
+Result = tuple[str, Prediction | SejaxError]
+MAX_PLOTTED = 24  # files drawn in one PNG; more would make unreadable panels
+
+
+def _short(name: str, width: int) -> str:
+    return name if len(name) <= width else "..." + name[-(width - 3) :]
+
+
+def format_table(
+    results: Sequence[Result], label_names: Sequence[str], *, show_windows: bool = False
+) -> str:
+    """One row per file: duration, windows, top emotion, its probability, all probabilities.
+
+    ``show_windows`` adds an indented row per window under files scored in several windows.
+    Files that failed get one row with the error.
+    """
+    width = min(48, max([len("file"), *(len(name) for name, _ in results)]))
+    cols = [name[:8] for name in label_names]
+    header = (f"{'file':<{width}}  {'dur_s':>6} {'win':>4}  {'emotion':<10} {'prob':>5}  "
+              + " ".join(f"{c:>8}" for c in cols))  # fmt: skip
+    lines = [header, "-" * len(header)]
+    for name, result in results:
+        shown = _short(name, width)
+        if isinstance(result, SejaxError):
+            lines.append(f"{shown:<{width}}  error: {result}")
+            continue
+        probs = " ".join(f"{result.probabilities[k]:>8.3f}" for k in label_names)
+        lines.append(
+            f"{shown:<{width}}  {result.duration_s:>6.2f} {len(result.windows):>4}  "
+            f"{result.label:<10} {result.confidence:>5.3f}  {probs}"
+        )
+        if show_windows and len(result.windows) > 1:
+            for w in result.windows:
+                span = f"  {w.start_s:7.2f}-{w.end_s:.2f}s"
+                probs = " ".join(f"{w.probabilities[k]:>8.3f}" for k in label_names)
+                lines.append(
+                    f"{span:<{width}}  {'':>6} {'':>4}  {w.label:<10} "
+                    f"{w.probabilities[w.label]:>5.3f}  {probs}"
+                )
+    return "\n".join(lines)
+
+
+def plot_timeline(results: Sequence[Result], label_names: Sequence[str], path: Path) -> Path:
+    """A PNG with one panel per file: each emotion's probability per window over time.
+
+    Points sit at window centres, joined by lines; a clip scored in one window shows as one
+    point per emotion. At most `MAX_PLOTTED` files are drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sejax.evaluation.metrics import write_atomic
+
+    shown = [(n, r) for n, r in results if isinstance(r, Prediction)][:MAX_PLOTTED]
+    if not shown:
+        raise SejaxError(f"nothing to plot in {path}: no file was scored")
+    fig, axes = plt.subplots(
+        len(shown), 1, figsize=(9, 2.4 * len(shown) + 0.8), squeeze=False, sharey=True
+    )
+    colors = plt.get_cmap("tab10")
+    for ax, (name, pred) in zip(axes[:, 0], shown, strict=True):
+        centres = [(w.start_s + w.end_s) / 2 for w in pred.windows]
+        for i, label in enumerate(label_names):
+            ax.plot(centres, [w.probabilities[label] for w in pred.windows], marker="o",
+                    markersize=3, color=colors(i % 10), label=label)  # fmt: skip
+        ax.set_xlim(0, max(pred.duration_s, 1e-3))
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("probability")
+        ax.set_title(f"{_short(Path(name).name, 60)}: {pred.label} ({pred.confidence:.2f})",
+                     fontsize=9)  # fmt: skip
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time (s), window centres")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Where examples come from: corpora files -> audio -> log-Mel shards -> tf.data batches."""

@@ -1,0 +1,1 @@
+"""Metrics, evaluating a trained workdir, cross-validation, cross-corpus, run reports."""

@@ -1,0 +1,1 @@
+"""A trained model as a bundle: prediction on audio, streaming, export."""

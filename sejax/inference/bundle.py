@@ -1,0 +1,384 @@
+"""A trained model as inference needs it: config, label names, normalisation and variables.
+
+Prediction and export must not depend on the training run's config file, data or optimizer,
+so everything travels with the model. A model is found in one of three places:
+
+- a training workdir (``sejax train --workdir W``): its Orbax checkpoints, whose ``meta`` item
+  holds the run config, label names and normalisation statistics. Only the parameters and
+  BatchNorm statistics are restored (a partial restore), so the optimizer never matters;
+- a model folder written by ``sejax export`` (`save`): ``sejax_model.json`` (the same meta)
+  plus ``variables/`` (an Orbax checkpoint of parameters and BatchNorm statistics, never
+  pickle), beside the serialised inference functions;
+- a model *name*: a model folder ``<dir>/<name>/`` found in the folders listed in
+  ``$SEJAX_MODEL_PATH`` (``os.pathsep``-separated) or in the package's ``sejax/pretrained/``,
+  so a shipped pretrained model is just a model folder dropped there.
+
+Imports neither TensorFlow nor librosa: this runs on accelerator hosts without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from sejax.data import features
+from sejax.errors import CheckpointError, DataError, SejaxError
+from sejax.model import models
+
+MODEL_FILE = "sejax_model.json"
+VARIABLES_DIR = "variables"
+FORMAT = "sejax-model"
+VERSION = 1
+MODEL_PATH_ENV = "SEJAX_MODEL_PATH"
+PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
+CHECKPOINT_CHOICES = ("best", "latest")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """Everything needed to turn audio into emotion probabilities, restored on one device.
+
+    ``meta`` is the JSON record the model came with (checkpoint meta or ``sejax_model.json``):
+    besides config, labels and normalisation it may hold the split, metrics and provenance.
+    """
+
+    config: ml_collections.ConfigDict
+    label_names: tuple[str, ...]
+    mean: np.ndarray  # [n_mels] float32, subtracted from the log-Mel features
+    std: np.ndarray  # [n_mels] float32, divides them
+    variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}
+    source: str  # where it was loaded from, for messages and provenance
+    step: int | None
+    meta: dict[str, Any]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config.features.sample_rate)
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in the model's fixed analysis window (``features.duration_s`` long)."""
+        return features.num_samples(self.config.features)
+
+    @property
+    def per_speaker(self) -> bool:
+        """Trained on per-speaker normalised features (``data.normalization``): inputs want
+        their speaker's statistics, `sejax.inference.predict.Predictor.speaker_statistics`."""
+        data = self.config.get("data")
+        return data is not None and data.get("normalization") == "per_speaker"
+
+    def model(self) -> models.CnnBiLstm:
+        """The network, unmapped (inference uses BatchNorm's running averages)."""
+        return models.build_model(self.config.model)
+
+
+# ------------------------------------------------------------------------------------------
+# Finding a model.
+
+
+def search_path() -> list[Path]:
+    """Folders searched for named models: ``$SEJAX_MODEL_PATH`` entries, then the package's."""
+    extra = [Path(p).expanduser() for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep)]
+    return [p for p in extra if str(p) not in ("", ".")] + [PRETRAINED_DIR]
+
+
+def available_models() -> list[str]:
+    """Names of the model folders on the search path (first occurrence wins)."""
+    names: list[str] = []
+    for folder in search_path():
+        if folder.is_dir():
+            for child in sorted(folder.iterdir()):
+                if (child / MODEL_FILE).is_file() and child.name not in names:
+                    names.append(child.name)
+    return names
+
+
+def resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, Path]:
+    """``('folder' | 'workdir', path)`` for a model name, a model folder or a training workdir."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        if (path / MODEL_FILE).is_file():
+            return "folder", path.absolute()
+        if (path / "checkpoints").is_dir():
+            return "workdir", path.absolute()
+        raise CheckpointError(
+            f"{path} is neither a sejax model folder (no {MODEL_FILE}) nor a training workdir "
+            "(no checkpoints/)"
+        )
+    if os.sep not in text and "/" not in text and not text.startswith("."):
+        for folder in search_path():
+            if (folder / text / MODEL_FILE).is_file():
+                return "folder", (folder / text).absolute()
+        names = available_models()
+        raise CheckpointError(
+            f"no model named {text!r}: available models: {names or 'none installed'} (searched "
+            f"${MODEL_PATH_ENV} and {PRETRAINED_DIR}); or pass the path of a training workdir "
+            "or of a folder written by `sejax export`"
+        )
+    raise CheckpointError(f"model path not found: {path}")
+
+
+# ------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _config_from_meta(meta: dict[str, Any], where: str) -> ml_collections.ConfigDict:
+    from sejax.configs import loading as config_lib
+
+    for key in ("config", "label_names", "normalization"):
+        if key not in meta:
+            raise CheckpointError(f"{where}: the model's meta lacks {key!r}")
+    config = config_lib.from_dict(meta["config"])
+    for key in ("features", "model"):
+        if key not in config:
+            raise CheckpointError(f"{where}: the model's config lacks the {key!r} section")
+    return config
+
+
+def _check_meta(
+    config: ml_collections.ConfigDict, meta: dict[str, Any], where: str
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Label names and normalisation that fit the network and the front end, or an error."""
+    try:
+        fingerprint = features.fingerprint(config.features)
+    except SejaxError as e:
+        raise CheckpointError(f"{where}: the model's features config is invalid: {e}") from e
+    trained_on = meta.get("features_fingerprint")
+    if trained_on and trained_on != fingerprint:
+        raise CheckpointError(
+            f"{where}: the model was trained on features with fingerprint {trained_on}, but this "
+            f"sejax computes {fingerprint} for its features config (the front end changed "
+            f"version, now {features.FEATURES_FORMAT} v{features.FEATURES_VERSION}); retrain it"
+        )
+    labels = tuple(str(x) for x in meta["label_names"])
+    if len(labels) != int(config.model.num_classes):
+        raise CheckpointError(
+            f"{where}: meta 'label_names' has {len(labels)} names but model.num_classes="
+            f"{config.model.num_classes}"
+        )
+    norm = meta["normalization"]
+    try:
+        mean = np.asarray(norm["mean"], np.float32)
+        std = np.asarray(norm["std"], np.float32)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: meta 'normalization' needs 'mean' and 'std' lists") from e
+    n_mels = int(config.features.n_mels)
+    if mean.shape != (n_mels,) or std.shape != (n_mels,) or not np.all(std > 0):
+        raise CheckpointError(
+            f"{where}: meta 'normalization' must hold {n_mels} means and {n_mels} positive "
+            f"stds (features.n_mels), got shapes {mean.shape} and {std.shape}"
+        )
+    return labels, mean, std
+
+
+def _abstract_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Shapes and dtypes of ``{'params', 'batch_stats'}``, placed on the default device."""
+    model = models.build_model(config.model)
+    shape = (1, features.num_frames(config.features), int(config.features.n_mels))
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), np.zeros(shape, np.float32), train=False)
+    )
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shapes = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+
+
+def _restore_from_workdir(workdir: Path, checkpoint: str) -> Bundle:
+    import orbax.checkpoint as ocp
+
+    from sejax.training.checkpoints import open_for_reading
+
+    if checkpoint not in CHECKPOINT_CHOICES:
+        raise CheckpointError(f"checkpoint={checkpoint!r} is not one of {list(CHECKPOINT_CHOICES)}")
+    ckpts = open_for_reading(workdir)
+    try:
+        step = ckpts.best_step() if checkpoint == "best" else ckpts.latest_step()
+        meta = ckpts.restore_meta(step)
+    finally:
+        ckpts.close()
+    where = f"{workdir / 'checkpoints' / str(step)}"
+    config = _config_from_meta(meta, where)
+    _check_meta(config, meta, where)  # a bad meta fails before any array is read
+    abstract = _abstract_variables(config)
+    # A run that kept a moving average of its weights (train.ema_decay) is served by it.
+    ema = float(config.get("train", {}).get("ema_decay", 0.0) or 0.0) > 0
+    if ema:
+        abstract = {"ema_params": abstract["params"], "batch_stats": abstract["batch_stats"]}
+    manager = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+        item_names=("state", "meta"),
+    )
+    try:  # only params and batch_stats: the optimizer state is never read
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=abstract, restore_args=restore_args, partial_restore=True
+                )
+            ),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}: does not match the model its config describes: {e}") from e
+    finally:
+        manager.close()
+    variables = dict(restored.state)
+    if ema:
+        variables["params"] = variables.pop("ema_params")
+    averaged = int(config.get("eval", {}).get("average_last_checkpoints", 0) or 0)
+    if averaged:  # its reports describe an ensemble this single model is not
+        warnings.warn(
+            f"{workdir}'s reports evaluate the mean of its last {averaged} checkpoints "
+            f"(eval.average_last_checkpoints); this model is its {checkpoint} checkpoint alone "
+            f"(step {step})",
+            stacklevel=3,
+        )
+    return from_variables(variables, meta, workdir, int(step))
+
+
+def from_variables(
+    variables: dict[str, Any], meta: dict[str, Any], workdir: Path, step: int
+) -> Bundle:
+    """The bundle of a workdir checkpoint's ``params`` and ``batch_stats`` and its meta,
+    checked as a restored one is."""
+    where = f"{workdir / 'checkpoints' / str(step)}"
+    config = _config_from_meta(meta, where)
+    labels, mean, std = _check_meta(config, meta, where)
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats") or {}}
+    return Bundle(config, labels, mean, std, variables, str(workdir), step, meta)
+
+
+def _restore_from_folder(folder: Path) -> Bundle:
+    import orbax.checkpoint as ocp
+
+    where = str(folder / MODEL_FILE)
+    try:
+        meta = json.loads((folder / MODEL_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {where}: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{where}: not a sejax model file (format is not {FORMAT!r})")
+    if int(meta.get("version", 0)) > VERSION:
+        raise CheckpointError(
+            f"{where}: model format version {meta['version']} is newer than this sejax reads "
+            f"({VERSION}); upgrade sejax"
+        )
+    config = _config_from_meta(meta, where)
+    labels, mean, std = _check_meta(config, meta, where)
+    variables_dir = folder / VARIABLES_DIR
+    if not variables_dir.is_dir():
+        raise CheckpointError(f"{folder}: the model folder lacks its {VARIABLES_DIR}/ checkpoint")
+    abstract = _abstract_variables(config)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            variables = checkpointer.restore(variables_dir.absolute(), abstract)
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+        raise CheckpointError(
+            f"{variables_dir}: does not match the model {MODEL_FILE} describes: {e}"
+        ) from e
+    step = meta.get("source", {}).get("step")
+    return Bundle(config, labels, mean, std, dict(variables), str(folder), step, meta)
+
+
+def load(
+    name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    checkpoint: str = "best",
+) -> Bundle:
+    """Loads a model by name, model folder or training workdir (``checkpoint`` picks the best
+    by validation UAR or the latest checkpoint of a workdir)."""
+    if (name_or_path is None) == (workdir is None):
+        raise CheckpointError("give exactly one of a model name/path or workdir")
+    if workdir is not None:
+        path = Path(workdir).expanduser()
+        if not (path / "checkpoints").is_dir():
+            raise CheckpointError(
+                f"no checkpoints in {path / 'checkpoints'}: train with --workdir {workdir} first"
+            )
+        return _restore_from_workdir(path.absolute(), checkpoint)
+    kind, path = resolve(name_or_path)
+    if kind == "workdir":
+        return _restore_from_workdir(path, checkpoint)
+    return _restore_from_folder(path)
+
+
+# ------------------------------------------------------------------------------------------
+# Saving (the model half of `sejax export`).
+
+
+def model_meta(bundle: Bundle) -> dict[str, Any]:
+    """The ``sejax_model.json`` record of a bundle: config, labels, normalisation, provenance."""
+    from sejax import __version__
+
+    keep = ("split", "metrics", "license", "description", "precise_bn_batches")
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "sejax_version": __version__,
+        "config": bundle.config.to_dict(),
+        "label_names": list(bundle.label_names),
+        "normalization": {
+            "mean": bundle.mean.tolist(),
+            "std": bundle.std.tolist(),
+            "per_speaker": bundle.per_speaker,
+        },
+        "features_fingerprint": features.fingerprint(bundle.config.features),
+        "input": {
+            "sample_rate": bundle.sample_rate,
+            "num_samples": bundle.window_samples,
+            "layout": "[batch, num_samples] float32 mono waveform in [-1, 1]",
+        },
+        "source": dict(bundle.meta.get("source") or {"path": bundle.source, "step": bundle.step}),
+    }
+    record.update({k: bundle.meta[k] for k in keep if k in bundle.meta})
+    return json.loads(json.dumps(record, default=list))  # plain JSON types only
+
+
+def new_folder(out_dir: Path, overwrite: bool) -> Path:
+    """A temporary folder beside ``out_dir`` to build it in; refuses to clobber other data."""
+    out_dir = Path(out_dir).expanduser().absolute()
+    if out_dir.exists():
+        ours = (out_dir / MODEL_FILE).is_file()
+        if not out_dir.is_dir() or (any(out_dir.iterdir()) and not ours):
+            raise DataError(f"{out_dir} exists and is not a sejax model folder; not overwriting")
+        if ours and not overwrite:
+            raise DataError(f"{out_dir} already holds a model; pass --overwrite to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+
+
+def commit_folder(tmp: Path, out_dir: Path) -> None:
+    """Moves a finished folder into place, replacing an older model folder if there is one."""
+    out_dir = Path(out_dir).expanduser().absolute()
+    tmp.chmod(0o755)
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        os.replace(out_dir, old / "model")
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def save_variables(bundle: Bundle, folder: Path) -> Path:
+    """Writes ``folder/variables`` (Orbax; parameters and BatchNorm statistics only)."""
+    import orbax.checkpoint as ocp
+
+    target = Path(folder).absolute() / VARIABLES_DIR
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(target, bundle.variables)
+        checkpointer.wait_until_finished()
+    return target

@@ -1,0 +1,235 @@
+"""``sejax export``: a trained model as a self-contained folder, for sejax and for serving.
+
+The folder holds the model as sejax loads it (`sejax.inference.bundle`: ``sejax_model.json``
+with the
+config, label names and normalisation, and ``variables/``), so ``sejax predict --model DIR``
+and ``sejax.load(DIR)`` work from it alone, and the inference function itself,
+waveform windows ``float32 [batch, num_samples]`` at the model's rate -> probabilities
+``float32 [batch, num_classes]`` (the JAX front end, the normalisation, the network and the
+softmax, weights included), in two serialised forms:
+
+- ``inference.jaxexport``: ``jax.export`` (StableHLO) bytes, lowered for several platforms
+  (default cpu, cuda, tpu) with a symbolic batch size. Reload with `load_jax_export` (or
+  ``jax.export.deserialize``) and ``.call(waves)``; no sejax or Flax code is needed.
+- ``saved_model/``: a TensorFlow SavedModel made with ``jax2tf``, when TensorFlow is
+  installed; signature ``serving_default(waveform) -> {'probabilities'}``.
+
+The folder is built beside its destination and renamed into place, so a failed export never
+leaves a half-written model folder. TensorFlow is imported only for the SavedModel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sejax.errors import ConfigError
+from sejax.inference import bundle as bundle_lib
+from sejax.inference import predict
+
+JAX_EXPORT_FILE = "inference.jaxexport"
+SAVED_MODEL_DIR = "saved_model"
+FORMATS = ("jax", "tf")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.Array]:
+    """``waves [B, N] -> probabilities [B, C]``, the model's variables closed over (constants).
+
+    The same computation as a `sejax.inference.predict.Predictor` with the 'jax' front end. Features
+    are normalised with the training actors' statistics, also for per-speaker models
+    (``bundle.per_speaker``), whose speakers' statistics an exported function cannot know.
+    """
+    apply = predict.make_apply(bundle, "jax")
+    variables, mean, std = bundle.variables, bundle.mean, bundle.std
+
+    def infer(waves: jax.Array) -> jax.Array:
+        return jax.nn.softmax(apply(variables, waves, mean, std), axis=-1)
+
+    return infer
+
+
+def _with_precise_batch_stats(workdir: Any, checkpoint: str, num_batches: int) -> bundle_lib.Bundle:
+    """A workdir's model with BatchNorm statistics recomputed from its training batches (one
+    restore: the train state feeds both the calibration and the bundle)."""
+    from sejax.training import train
+
+    if workdir is None:
+        raise ConfigError("--precise-bn-batches needs --workdir: the run's training data")
+    trained = train.load_trained(workdir, checkpoint)
+    state = jax.device_get(train.precise_batch_stats(trained, num_batches))
+    meta = dict(trained.meta, precise_bn_batches=num_batches)
+    variables = {"params": state.inference_params, "batch_stats": state.batch_stats}
+    return bundle_lib.from_variables(variables, meta, trained.workdir, trained.step)
+
+
+def export_jax(
+    bundle: bundle_lib.Bundle, path: Path, platforms: Sequence[str] = DEFAULT_PLATFORMS
+) -> jax.export.Exported:
+    """Writes the serialised ``jax.export`` artifact with a symbolic batch dimension."""
+    spec = jax.ShapeDtypeStruct(
+        jax.export.symbolic_shape(f"batch, {bundle.window_samples}"), jnp.float32
+    )
+    exported = jax.export.export(jax.jit(inference_function(bundle)), platforms=platforms)(spec)
+    Path(path).write_bytes(exported.serialize())
+    return exported
+
+
+def load_jax_export(path: str | os.PathLike[str]) -> jax.export.Exported:
+    """The inference function from ``inference.jaxexport`` (or a model folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / JAX_EXPORT_FILE
+    return jax.export.deserialize(bytearray(path.read_bytes()))
+
+
+def tensorflow_available() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def export_saved_model(bundle: bundle_lib.Bundle, path: Path) -> Path:
+    """Writes a TF SavedModel of the inference function (jax2tf, native serialisation)."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerators in this process
+    n = bundle.window_samples
+    converted = jax2tf.convert(
+        inference_function(bundle),
+        polymorphic_shapes=[f"(batch, {n})"],
+        with_gradient=False,
+        native_serialization_platforms=("cpu",),
+    )
+    module = tf.Module()
+    module.label_names = tf.Variable(list(bundle.label_names), trainable=False, name="labels")
+    module.serve = tf.function(
+        lambda waveform: {"probabilities": converted(waveform)},
+        input_signature=[tf.TensorSpec([None, n], tf.float32, name="waveform")],
+        autograph=False,
+    )
+    tf.saved_model.save(
+        module, str(path), signatures={"serving_default": module.serve.get_concrete_function()}
+    )
+    return path
+
+
+def _check_choices(values: Sequence[str], allowed: Sequence[str], flag: str) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ConfigError(f"{flag}={','.join(values)!r}: choose from {list(allowed)}")
+    return values
+
+
+def export(
+    out_dir: str | os.PathLike[str],
+    name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    checkpoint: str = "best",
+    formats: Sequence[str] | None = None,
+    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    overwrite: bool = False,
+    precise_bn_batches: int = 0,
+) -> dict[str, Any]:
+    """Writes the model folder ``out_dir`` (see the module docstring); returns a summary.
+
+    ``formats`` default: 'jax', plus 'tf' when TensorFlow is installed. Asking for 'tf'
+    without TensorFlow is a ConfigError, not a silent skip. ``precise_bn_batches`` > 0
+    (a ``workdir`` only: it needs the run's training data) exports BatchNorm statistics
+    recomputed from that many training batches
+    (`sejax.training.train.precise_batch_stats`), for runs
+    trained with ``train.precise_bn_batches=0``.
+    """
+    if formats is None:
+        formats = ("jax", "tf") if tensorflow_available() else ("jax",)
+    formats = [f for f in formats if f.strip()]  # "" means the model alone
+    formats = _check_choices(formats, FORMATS, "--formats") if formats else ()
+    platforms = _check_choices(platforms, PLATFORMS, "--platforms")
+    if "tf" in formats and not tensorflow_available():
+        raise ConfigError("--formats tf needs TensorFlow (pip install 'sejax[data]')")
+    if precise_bn_batches:
+        bundle = _with_precise_batch_stats(workdir, checkpoint, precise_bn_batches)
+    else:
+        bundle = bundle_lib.load(name_or_path, workdir=workdir, checkpoint=checkpoint)
+    meta = bundle_lib.model_meta(bundle)
+    summary = Path(bundle.source) / "summary.json"
+    if "metrics" not in meta and summary.is_file():  # a workdir's test/validation results
+        results = json.loads(summary.read_text())
+        meta["metrics"] = {k: results[k] for k in ("validation", "test") if k in results}
+
+    out_dir = Path(out_dir).expanduser().absolute()
+    tmp = bundle_lib.new_folder(out_dir, overwrite)
+    try:
+        bundle_lib.save_variables(bundle, tmp)
+        files: dict[str, Any] = {"variables": bundle_lib.VARIABLES_DIR}
+        if "jax" in formats:
+            export_jax(bundle, tmp / JAX_EXPORT_FILE, platforms)
+            files["jax_export"] = {"file": JAX_EXPORT_FILE, "platforms": list(platforms)}
+        if "tf" in formats:
+            export_saved_model(bundle, tmp / SAVED_MODEL_DIR)
+            files["saved_model"] = {"dir": SAVED_MODEL_DIR, "signature": "serving_default",
+                                    "input": "waveform", "output": "probabilities"}  # fmt: skip
+        meta["files"] = files
+        meta["output"] = {"layout": "[batch, num_classes] float32 probabilities",
+                          "label_names": list(bundle.label_names)}  # fmt: skip
+        (tmp / bundle_lib.MODEL_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        bundle_lib.commit_folder(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    return {
+        "out": str(out_dir),
+        "source": bundle.source,
+        "step": bundle.step,
+        "formats": list(formats),
+        "platforms": list(platforms) if "jax" in formats else [],
+        "files": sorted(p.name for p in out_dir.iterdir()),
+        "size_bytes": size,
+        "input": meta["input"],
+        "label_names": list(bundle.label_names),
+    }
+
+
+def probe_waves(input_spec: dict[str, Any], count: int = 3) -> np.ndarray:
+    """Deterministic speech-like test windows (harmonics with a gliding pitch, plus noise)
+    at the model's rate, for checking that reloaded artifacts agree with the predictor."""
+    rate, n = int(input_spec["sample_rate"]), int(input_spec["num_samples"])
+    t = np.arange(n) / rate
+    rng = np.random.default_rng(0)
+    waves = []
+    for i in range(count):
+        f0 = 110.0 * (1 + i) * (1 + 0.2 * np.sin(2 * np.pi * 0.7 * t))
+        phase = 2 * np.pi * np.cumsum(f0) / rate
+        voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t + i) ** 2
+        waves.append(0.1 * voiced * envelope + 0.01 * rng.standard_normal(n))
+    return np.asarray(waves, np.float32)
+
+
+def check_round_trip(out_dir: str | os.PathLike[str], waves: np.ndarray) -> dict[str, float]:
+    """Max |difference| between the predictor and each serialised form on ``waves``."""
+    predictor = predict.load(out_dir, frontend="jax")
+    expected = predictor.probabilities(waves)
+    diffs = {}
+    if (Path(out_dir) / JAX_EXPORT_FILE).is_file():
+        got = np.asarray(load_jax_export(out_dir).call(jnp.asarray(waves, jnp.float32)))
+        diffs["jax"] = float(np.abs(got - expected).max())
+    if (Path(out_dir) / SAVED_MODEL_DIR).is_dir():
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(Path(out_dir) / SAVED_MODEL_DIR))
+        out = loaded.signatures["serving_default"](waveform=tf.constant(waves, tf.float32))
+        diffs["tf"] = float(np.abs(out["probabilities"].numpy() - expected).max())
+    return diffs

@@ -1,0 +1,1 @@
+"""The CNN+BiLSTM and the XLA:CPU formulations of its ops."""
