@@ -1,0 +1,88 @@
+"""sejax.evaluation.compare: paired, fold-by-fold and clip-by-clip comparison of two recipes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from sejax.errors import DataError
+from sejax.evaluation.compare import compare, format_comparison
+
+
+def _split(clips, labels, preds):
+    return {
+        "clips": list(clips),
+        "label": [int(x) for x in labels],
+        "pred": [int(x) for x in preds],
+    }
+
+
+def _records(preds_by_fold, labels_by_fold, split="validation", order=None):
+    records = {}
+    for i, (preds, labels) in enumerate(zip(preds_by_fold, labels_by_fold, strict=True)):
+        clips = [f"fold{i}/clip{j}" for j in range(len(labels))]
+        idx = np.arange(len(labels)) if order is None else order
+        records[i] = {split: _split(np.array(clips)[idx], labels[idx], preds[idx])}
+    return records
+
+
+def _noisy(labels, accuracy, rng, classes=4):
+    wrong = rng.random(len(labels)) > accuracy
+    return np.where(wrong, (labels + rng.integers(1, classes, len(labels))) % classes, labels)
+
+
+def test_a_clearly_better_recipe_is_a_gain_outside_the_noise():
+    rng = np.random.default_rng(0)
+    labels = [rng.integers(0, 4, 200) for _ in range(3)]
+    a = _records([_noisy(y, 0.4, rng) for y in labels], labels)
+    b = _records([_noisy(y, 0.7, rng) for y in labels], labels)
+    result = compare(a, b, resamples=500)
+    for fold, y in zip(result["per_fold"], labels, strict=True):
+        i = fold["fold"]
+        assert fold["a"] == pytest.approx(balanced_accuracy_score(y, a[i]["validation"]["pred"]))
+        assert fold["difference"] == pytest.approx(fold["b"] - fold["a"])
+    assert result["folds_b_better"] == 3
+    assert result["bootstrap"]["ci95"][0] > 0 and result["b_better"]
+    pooled = np.concatenate(labels)
+    pooled_b = np.concatenate([b[i]["validation"]["pred"] for i in range(3)])
+    assert result["pooled_b"] == pytest.approx(balanced_accuracy_score(pooled, pooled_b))
+    assert "a gain outside the noise" in format_comparison(result)
+
+
+def test_the_same_recipe_is_no_gain_and_the_interval_holds_zero():
+    rng = np.random.default_rng(1)
+    labels = [rng.integers(0, 4, 150) for _ in range(2)]
+    a = _records([_noisy(y, 0.5, rng) for y in labels], labels)
+    b = _records([_noisy(y, 0.5, rng) for y in labels], labels)  # other draws, same skill
+    result = compare(a, b, resamples=500)
+    low, high = result["bootstrap"]["ci95"]
+    assert low < 0 < high and not result["b_better"]
+    same = compare(a, a, resamples=100)
+    assert same["mean_difference"] == 0 and same["bootstrap"]["ci95"] == [0.0, 0.0]
+    assert not same["b_better"] and "no gain" in format_comparison(same)
+
+
+def test_clips_are_matched_by_name_not_by_position():
+    rng = np.random.default_rng(2)
+    labels = [rng.integers(0, 4, 50)]
+    preds = [_noisy(labels[0], 0.6, rng)]
+    shuffled = rng.permutation(50)
+    a = _records(preds, labels)
+    b = _records(preds, labels, order=shuffled)  # the same predictions in another order
+    result = compare(a, b, resamples=50)
+    assert result["per_fold"][0]["difference"] == 0.0
+
+
+def test_folds_or_clips_that_differ_are_refused():
+    labels = [np.array([0, 1, 2, 3])]
+    a = _records([labels[0]], labels)
+    b = {0: {"validation": _split(["x", "y", "z", "w"], labels[0], labels[0])}}
+    with pytest.raises(DataError, match="other clips"):
+        compare(a, b)
+    with pytest.raises(DataError, match="no finished fold in common"):
+        compare(a, {5: a[0]})
+    with pytest.raises(DataError, match="no test predictions"):
+        compare(a, a, split="test")
+    with pytest.raises(DataError, match="metric"):
+        compare(a, a, metric="auc")
