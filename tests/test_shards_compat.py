@@ -1,0 +1,94 @@
+"""Shards prepared by an earlier sejax (`tests/fixtures/shards_v1`, see its make.py) still load:
+the same metadata, fingerprint and features, and a training epoch over them still runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+
+from sejax.configs.default import get_config, get_features_config
+from sejax.data import features, input_pipeline, prepare
+
+FIXTURE = Path(__file__).parent / "fixtures" / "shards_v1"
+
+
+@pytest.fixture(scope="module")
+def shards_dir(tmp_path_factory) -> Path:
+    """A copy: reading shards must not write them, but if it did the fixture stays as is."""
+    out = tmp_path_factory.mktemp("compat") / "shards"
+    shutil.copytree(FIXTURE, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict:
+    return json.loads((FIXTURE / "expected.json").read_text())
+
+
+def _features_cfg(expected: dict) -> ml_collections.ConfigDict:
+    cfg = get_features_config()
+    cfg.update(expected["features"])
+    return cfg
+
+
+def test_metadata_and_fingerprint_are_as_stored(shards_dir, expected):
+    stored = json.loads((FIXTURE / "metadata.json").read_text())
+    metadata = prepare.load_metadata(shards_dir)
+    assert metadata == stored
+    cfg = _features_cfg(expected)
+    assert metadata["fingerprint"] == expected["fingerprint"] == features.fingerprint(cfg)
+    prepare.check_compatible(metadata, cfg)  # the same config still matches
+    assert metadata["num_frames"] == features.num_frames(cfg) == 31
+    assert metadata["num_examples"] == 45 and len(metadata["shards"]) == 3
+    assert metadata["skipped"][0][0] == "Actor_01/not-a-ravdess-name.wav"
+    assert metadata["report"]["rejected"] == 1
+
+
+def test_every_example_reads_back_as_stored(shards_dir, expected):
+    shards = input_pipeline.Shards(shards_dir)
+    assert (shards.num_frames, shards.num_mels) == (31, 16)
+    assert shards.examples == json.loads((FIXTURE / "metadata.json").read_text())["examples"]
+    read = list(shards._select(np.arange(len(shards.examples))).as_numpy_iterator())
+    got = [
+        {
+            "index": int(r["index"]),
+            "label": int(r["label"]),
+            "actor": int(r["actor"]),
+            "features_sha256": hashlib.sha256(r["features"].tobytes()).hexdigest(),
+        }
+        for r in read
+    ]
+    assert got == expected["examples"]
+    for row, example in zip(shards.examples, got, strict=True):
+        assert (row["index"], row["label"], row["actor"]) == (
+            example["index"], example["label"], example["actor"],
+        )  # fmt: skip
+
+
+def test_a_training_epoch_runs_over_them(shards_dir):
+    shards = input_pipeline.Shards(shards_dir)
+    data_cfg = get_config().data
+    data_cfg.val_actors, data_cfg.test_actors = (2,), (3,)
+    split = input_pipeline.split_by_actor(shards.examples, data_cfg)
+    train = split.indices["train"]
+    assert split.actors["train"] == (1,) and len(train) == 15
+    norm = shards.normalization(train, "per_band")
+    batches = list(shards.train_batches(train, norm, batch_size=4, seed=0, epoch=0,
+                                        shuffle_buffer=64))  # fmt: skip
+    assert len(batches) == input_pipeline.steps_per_epoch(len(train), 4) == 3
+    seen = np.concatenate([b["index"] for b in batches])
+    assert len(set(seen.tolist())) == 12 and set(seen.tolist()) <= set(train.tolist())
+    raw = {int(r["index"]): r["features"]
+           for r in shards._select(train).as_numpy_iterator()}  # fmt: skip
+    for batch in batches:
+        assert batch["features"].shape == (4, 31, 16) and batch["features"].dtype == np.float32
+        for i, x in zip(batch["index"], batch["features"], strict=True):
+            np.testing.assert_allclose(x, (raw[int(i)] - norm.mean) / norm.std, rtol=1e-6,
+                                       atol=1e-6)  # fmt: skip
+            assert batch["label"][list(batch["index"]).index(i)] == shards.examples[i]["label"]
