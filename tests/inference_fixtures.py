@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sejax.configs import loading as config_lib
-from sejax.configs.default import EMOTIONS
 from sejax.configs.validation import validate
+from sejax.corpora.ravdess import EMOTIONS
 from sejax.data import features
 from sejax.model import models
 from sejax.training import parallel, train_state

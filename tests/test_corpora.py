@@ -13,10 +13,10 @@ import pytest
 from sejax import corpora
 from sejax.configs import default
 from sejax.configs import loading as config_lib
-from sejax.configs.default import EMOTIONS
 from sejax.configs.validation import validate
 from sejax.corpora import labels as labels_lib
 from sejax.corpora import sources
+from sejax.corpora.ravdess import EMOTIONS
 from sejax.data import input_pipeline, prepare
 from sejax.errors import ConfigError, DataError
 from sejax.evaluation.cross_corpus import restricted_predictions

@@ -13,8 +13,9 @@ import pytest
 
 from sejax.cli import main as cli
 from sejax.configs import loading as config_lib
-from sejax.configs.default import EMOTIONS, get_config
+from sejax.configs.default import get_config
 from sejax.configs.validation import validate
+from sejax.corpora.ravdess import EMOTIONS
 from sejax.data import input_pipeline, prepare
 from sejax.errors import ConfigError
 from sejax.evaluation import cv

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sejax.corpora import files as corpus
+from sejax.corpora import ravdess
 from sejax.data import demo
 from sejax.errors import ConfigError, DataError
 
@@ -24,14 +24,14 @@ def small_corpus(tmp_path_factory):
 
 
 def test_layout_names_and_audio_format(small_corpus):
-    utterances, skipped = corpus.discover(small_corpus)
+    utterances, skipped = ravdess.read(small_corpus)
     assert skipped == []
     # 8 emotions x 2 intensities, less strong neutral = 15 clips per actor.
     assert len(utterances) == 30
     assert collections.Counter(u.actor for u in utterances) == {3: 15, 4: 15}
     assert {u.gender for u in utterances if u.actor == 3} == {"male"}
     assert collections.Counter(u.emotion for u in utterances)["neutral"] == 2
-    assert all(u.intensity == 1 for u in utterances if u.label == 0)
+    assert all(u.intensity == 1 for u in utterances if u.emotion == "neutral")
     assert all((u.modality, u.vocal_channel) == (3, 1) for u in utterances)
     for u in utterances:
         assert os.path.basename(os.path.dirname(u.source)) == f"Actor_{u.actor:02d}"
@@ -45,7 +45,7 @@ def test_layout_names_and_audio_format(small_corpus):
     meta = json.loads((small_corpus / "demo.json").read_text())
     assert meta["params"]["actors"] == [3, 4]
     assert meta["num_files"] == 30
-    assert meta["label_names"] == list(corpus.EMOTIONS)
+    assert meta["label_names"] == list(ravdess.EMOTIONS)
 
 
 def test_audio_is_sane(small_corpus):
@@ -132,7 +132,7 @@ def _describe(wave: np.ndarray, sample_rate: int) -> dict[str, float]:
 def test_emotions_and_speakers_differ_as_designed(tmp_path):
     out = demo.generate_demo_corpus(tmp_path / "c", actors=(5, 6), intensities=(2,))
     stats = collections.defaultdict(list)
-    for u in corpus.discover(out)[0]:
+    for u in ravdess.read(out)[0]:
         wave, sr = sf.read(u.source)
         for key, value in _describe(wave, sr).items():
             stats[(u.emotion, key)].append(value)
@@ -155,7 +155,7 @@ def test_learnable_on_held_out_speakers_but_not_trivial(tmp_path):
     out = demo.generate_demo_corpus(tmp_path / "c", actors=(1, 2, 3, 4, 5, 6))
     bands = np.geomspace(60, 7800, 25)
     features, labels, actors = [], [], []
-    for u in corpus.discover(out)[0]:
+    for u in ravdess.read(out)[0]:
         wave, sr = sf.read(u.source)
         power = _frames(wave)
         freqs = np.fft.rfftfreq(512, 1 / sr)
@@ -177,7 +177,7 @@ def test_learnable_on_held_out_speakers_but_not_trivial(tmp_path):
                 ]
             )
         )
-        labels.append(u.label)
+        labels.append(ravdess.EMOTIONS.index(u.emotion))
         actors.append(u.actor)
     x, y, actors = np.array(features), np.array(labels), np.array(actors)
     test = np.isin(actors, (5, 6))

@@ -277,7 +277,7 @@ def test_bundle_checks_meta_against_the_model(run, tmp_path):
 def test_shipped_ravdess_model_predicts_right_after_install():
     """`sejax.load("ravdess")` finds the packaged model: 8 emotions, probabilities that sum
     to one, on audio at another rate than the model's."""
-    from sejax.configs.default import EMOTIONS
+    from sejax.corpora.ravdess import EMOTIONS
 
     model = sejax.load("ravdess")
     assert list(model.label_names) == list(EMOTIONS)

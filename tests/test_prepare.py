@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sejax.configs.default import EMOTIONS, get_features_config
+from sejax.configs.default import get_features_config
+from sejax.corpora.ravdess import EMOTIONS
 from sejax.data import audio, features, prepare
 from sejax.errors import ConfigError, DataError
 

@@ -11,7 +11,7 @@ import pytest
 
 from sejax.cli import main as cli
 from sejax.configs import loading as config_lib
-from sejax.configs.default import EMOTIONS
+from sejax.corpora.ravdess import EMOTIONS
 from sejax.data import input_pipeline
 from sejax.errors import DataError
 from sejax.evaluation import metrics as evaluation

@@ -163,8 +163,8 @@ def _evaluate_corpus(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_corpora(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     """Lists the supported corpora, their labels and where each maps by default."""
     from sejax import corpora
-    from sejax.configs.default import EMOTIONS
     from sejax.corpora import labels as labels_lib
+    from sejax.corpora.ravdess import EMOTIONS
 
     no_map = labels_lib.LabelMap({})
     listing = {}

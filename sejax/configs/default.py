@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+from sejax.corpora.ravdess import EMOTIONS  # the default target labels: RAVDESS's eight
 
 
 def get_features_config() -> ml_collections.ConfigDict:

@@ -23,7 +23,8 @@ Skipped = list[tuple[str, str]]  # [(name relative to the corpus root, reason)]
 @dataclasses.dataclass(frozen=True)
 class Recording:
     """One labelled clip in a corpus's own terms; `sejax.corpora.labels` maps `emotion` onto
-    the target labels. RAVDESS-only fields are 0 where a corpus has no such notion."""
+    the target labels. The one record of a clip, whatever the corpus; fields a corpus has no
+    notion of (RAVDESS's modality, a manifest's intensity) are 0 or empty."""
 
     source: str  # what `sejax.data.audio.read_source` reads: a path or "<zip>::<member>"
     speaker: str  # as the corpus names it: '03', 'OAF', 'DC', '1001'
@@ -35,6 +36,8 @@ class Recording:
     repetition: int = 0  # take: RAVDESS repetition, EmoDB version (a=1, b=2, ...)
     text: str = ""  # the sentence or word code as named by the corpus ('a01', 'DFA', 'back')
     split: str = ""  # manifest corpora only: 'train' | 'validation' | 'test' | ''
+    modality: int = 0  # RAVDESS 1 audio-video, 2 video-only, 3 audio-only
+    vocal_channel: int = 0  # RAVDESS 1 speech, 2 song
 
 
 Reader = Callable[[Path, str], tuple[list[Recording], Skipped]]
@@ -76,8 +79,8 @@ def read_named(
 
     ``parse(rel)`` gets the posix name relative to the root (folders included, for corpora
     that put the speaker in a folder) and returns `Recording` fields except ``source``, or
-    raises `BadName`. Bad names and duplicates (same fields) are listed all at once in a
-    `DataError`, or with ``on_bad_name='skip'`` left out and returned.
+    raises `BadName`. Bad names and duplicates (same fields: ``x.wav`` beside ``x.flac``) are
+    listed all at once in a `DataError`, or with ``on_bad_name='skip'`` left out and returned.
     """
     check_on_bad_name(on_bad_name)
     root, members = corpus_files.list_audio(path, title)

@@ -27,15 +27,14 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sejax.configs.default import EMOTIONS
-from sejax.corpora.files import format_ravdess_name
+from sejax.corpora.ravdess import EMOTIONS, format_ravdess_name
 from sejax.errors import ConfigError, DataError
+from sejax.io import replace_folder, staging_folder
 
 __all__ = ["DEMO_FORMAT", "GENERATOR_VERSION", "demo_file_names", "generate_demo_corpus"]
 
@@ -498,10 +497,8 @@ def generate_demo_corpus(
             "not overwriting it, choose another folder"
         )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    tmp = staging_folder(out_dir)
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
         for actor in actors:
             speaker = _speaker(actor, seed)
             (tmp / f"Actor_{actor:02d}").mkdir()
@@ -520,16 +517,7 @@ def generate_demo_corpus(
                     (tmp / name).write_bytes(buf.getvalue())
         meta = {"params": params, "num_files": len(names), "label_names": list(EMOTIONS)}
         (tmp / "demo.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            # Swap: move the old corpus aside, the new one in, then delete the old one.
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
-            )
-            os.replace(out_dir, old / "corpus")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_folder(tmp, out_dir)  # an older demo corpus is swapped out, atomically
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,4 +1,5 @@
-"""RAVDESS name parsing and discovery from folders and zips (tiny generated files)."""
+"""sejax.corpora.ravdess: RAVDESS name parsing and reading from folders and zips (tiny
+generated files)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sejax.corpora import files as corpus
+from sejax.corpora import files, ravdess
 from sejax.errors import ConfigError, DataError
 
 
@@ -20,7 +21,7 @@ def _touch(path: Path, data: bytes = b"RIFF") -> Path:
 
 
 def test_parse_example_name():
-    fields = corpus.parse_ravdess_name("03-01-06-01-02-01-12.wav")
+    fields = ravdess.parse_ravdess_name("03-01-06-01-02-01-12.wav")
     assert fields == {
         "label": 5,
         "emotion": "fearful",
@@ -35,7 +36,7 @@ def test_parse_example_name():
 
 
 def test_parse_accepts_paths_case_and_flac_and_other_modalities():
-    fields = corpus.parse_ravdess_name("/data/Actor_01/01-02-08-02-01-02-01.FLAC")
+    fields = ravdess.parse_ravdess_name("/data/Actor_01/01-02-08-02-01-02-01.FLAC")
     assert fields["emotion"] == "surprised"
     assert fields["label"] == 7
     assert fields["intensity"] == 2
@@ -44,12 +45,13 @@ def test_parse_accepts_paths_case_and_flac_and_other_modalities():
 
 
 def test_emotions_order_matches_config():
-    from sejax.configs.default import EMOTIONS
+    from sejax.configs.default import get_config
 
-    assert corpus.EMOTIONS == EMOTIONS
-    for code, emotion in enumerate(EMOTIONS, start=1):
+    assert tuple(get_config().data.labels) == ravdess.EMOTIONS  # the default target labels
+    assert ravdess.CORPUS.labels == ravdess.EMOTIONS
+    for code, emotion in enumerate(ravdess.EMOTIONS, start=1):
         name = f"03-01-{code:02d}-01-01-01-01.wav"
-        assert corpus.parse_ravdess_name(name)["emotion"] == emotion
+        assert ravdess.parse_ravdess_name(name)["emotion"] == emotion
 
 
 @pytest.mark.parametrize(
@@ -72,23 +74,23 @@ def test_emotions_order_matches_config():
 )
 def test_parse_rejects_bad_names_naming_file_and_field(name, fragment):
     with pytest.raises(DataError) as info:
-        corpus.parse_ravdess_name(name)
+        ravdess.parse_ravdess_name(name)
     assert name in str(info.value)
     assert fragment in str(info.value)
 
 
 def test_gender_from_actor_parity_and_large_actor_ids():
-    assert corpus.parse_ravdess_name("03-01-02-01-01-01-23.wav")["gender"] == "male"
-    assert corpus.parse_ravdess_name("03-01-02-01-01-01-24.wav")["gender"] == "female"
-    assert corpus.parse_ravdess_name("03-01-02-01-01-01-101.wav")["actor"] == 101
+    assert ravdess.parse_ravdess_name("03-01-02-01-01-01-23.wav")["gender"] == "male"
+    assert ravdess.parse_ravdess_name("03-01-02-01-01-01-24.wav")["gender"] == "female"
+    assert ravdess.parse_ravdess_name("03-01-02-01-01-01-101.wav")["actor"] == 101
 
 
 def test_format_is_inverse_of_parse():
-    name = corpus.format_ravdess_name(label=4, intensity=2, statement=1, repetition=2, actor=7)
+    name = ravdess.format_ravdess_name(label=4, intensity=2, statement=1, repetition=2, actor=7)
     assert name == "03-01-05-02-01-02-07.wav"
-    assert corpus.parse_ravdess_name(name)["emotion"] == "angry"
+    assert ravdess.parse_ravdess_name(name)["emotion"] == "angry"
     with pytest.raises(DataError, match="neutral"):
-        corpus.format_ravdess_name(label=0, intensity=2, statement=1, repetition=1, actor=1)
+        ravdess.format_ravdess_name(label=0, intensity=2, statement=1, repetition=1, actor=1)
 
 
 def _ravdess_tree(root: Path) -> list[str]:
@@ -109,7 +111,7 @@ def test_discover_folder(tmp_path):
     _touch(tmp_path / "Actor_01" / "._03-01-01-01-01-01-01.wav")  # macOS resource fork
     _touch(tmp_path / "__MACOSX" / "03-01-02-01-01-02-01.wav")
     _touch(tmp_path / "Actor_02" / "03-01-08-02-02-02-02.FLAC")  # extension in any case
-    utterances, skipped = corpus.discover(tmp_path)
+    utterances, skipped = ravdess.read(tmp_path)
     assert skipped == []
     assert len(utterances) == len(names) + 1
     sources = [u.source for u in utterances]
@@ -118,8 +120,11 @@ def test_discover_folder(tmp_path):
     by_actor = collections.Counter(u.actor for u in utterances)
     assert by_actor == {1: 3, 2: 4}
     flac = next(u for u in utterances if u.source.endswith(".FLAC"))
-    assert (flac.label, flac.intensity, flac.statement, flac.repetition) == (7, 2, 2, 2)
+    assert (flac.emotion, flac.intensity, flac.statement, flac.repetition) == (
+        ravdess.EMOTIONS[7], 2, 2, 2,
+    )  # fmt: skip
     assert flac.gender == "female"
+    assert (flac.speaker, flac.text, flac.modality, flac.vocal_channel) == ("02", "02", 3, 1)
 
 
 def test_discover_lists_all_bad_names(tmp_path):
@@ -128,7 +133,7 @@ def test_discover_lists_all_bad_names(tmp_path):
     _touch(tmp_path / "Actor_01" / "notes.wav")
     _touch(tmp_path / "Actor_02" / "03-01-02-01-01-01-05.wav")  # wrong actor folder
     with pytest.raises(DataError) as info:
-        corpus.discover(tmp_path)
+        ravdess.read(tmp_path)
     message = str(info.value)
     assert "3 audio file(s)" in message
     assert "Actor_01/03-01-09-01-01-01-01.wav: emotion code 09" in message
@@ -140,7 +145,7 @@ def test_discover_lists_all_bad_names(tmp_path):
 def test_discover_skip_reports_bad_names(tmp_path):
     _ravdess_tree(tmp_path)
     _touch(tmp_path / "Actor_01" / "03-01-09-01-01-01-01.wav")
-    utterances, skipped = corpus.discover(tmp_path, on_bad_name="skip")
+    utterances, skipped = ravdess.read(tmp_path, on_bad_name="skip")
     assert len(utterances) == 6
     assert len(skipped) == 1
     name, reason = skipped[0]
@@ -153,7 +158,7 @@ def test_discover_error_message_is_capped(tmp_path):
     for i in range(25):
         _touch(tmp_path / "junk" / f"bad{i:02d}.wav")
     with pytest.raises(DataError) as info:
-        corpus.discover(tmp_path)
+        ravdess.read(tmp_path)
     assert "25 audio file(s)" in str(info.value)
     assert "... and 5 more" in str(info.value)
 
@@ -162,10 +167,23 @@ def test_discover_duplicates_are_bad(tmp_path):
     _ravdess_tree(tmp_path)
     _touch(tmp_path / "Actor_01" / "03-01-01-01-01-01-01.flac")  # same recording as the .wav
     with pytest.raises(DataError, match="same recording as Actor_01/03-01-01-01-01-01-01"):
-        corpus.discover(tmp_path)
-    utterances, skipped = corpus.discover(tmp_path, on_bad_name="skip")
+        ravdess.read(tmp_path)
+    utterances, skipped = ravdess.read(tmp_path, on_bad_name="skip")
     assert len(utterances) == 6
     assert skipped[0][0] == "Actor_01/03-01-01-01-01-01-01.wav"
+
+
+def test_speech_song_and_modalities_are_different_recordings(tmp_path):
+    _ravdess_tree(tmp_path)
+    for name in ("03-02-01-01-01-01-01.wav", "01-01-01-01-01-01-01.wav"):  # song; audio-video
+        _touch(tmp_path / "Actor_01" / name)
+    recordings, skipped = ravdess.read(tmp_path)
+    assert skipped == [] and len(recordings) == 8
+    kinds = {(r.modality, r.vocal_channel) for r in recordings if r.emotion == "neutral"}
+    assert kinds == {(3, 1), (3, 2), (1, 1)}
+    _touch(tmp_path / "Actor_01" / "03-02-01-01-01-01-01.flac")  # the song again
+    with pytest.raises(DataError, match="same recording as Actor_01/03-02-01-01-01-01-01"):
+        ravdess.read(tmp_path)
 
 
 def test_discover_zip_in_place(tmp_path):
@@ -179,14 +197,14 @@ def test_discover_zip_in_place(tmp_path):
             zf.writestr(name, payloads[name])
         zf.writestr("__MACOSX/Actor_01/._03-01-02-02-01-01-01.wav", b"junk")
         zf.writestr("README.txt", b"hello")
-    utterances, skipped = corpus.discover(zip_path)
+    utterances, skipped = ravdess.read(zip_path)
     assert skipped == []
     assert [u.emotion for u in utterances] == ["calm", "sad", "fearful"]
     assert not (tmp_path / "Actor_01").exists()  # nothing extracted
     for u in utterances:
         zip_part, member = u.source.split("::")
         assert Path(zip_part) == zip_path.resolve()
-        with corpus.open_source(u.source) as f:
+        with files.open_source(u.source) as f:
             assert f.read() == payloads[member]
             f.seek(0)  # decoders seek
             assert f.read(5) == b"audio"
@@ -194,43 +212,16 @@ def test_discover_zip_in_place(tmp_path):
 
 def test_discover_missing_empty_and_not_audio(tmp_path):
     with pytest.raises(DataError, match="no such file or folder"):
-        corpus.discover(tmp_path / "nope")
+        ravdess.read(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     _touch(tmp_path / "empty" / "README.md", b"x")
     with pytest.raises(DataError, match="no audio files found"):
-        corpus.discover(tmp_path / "empty")
+        ravdess.read(tmp_path / "empty")
     not_zip = _touch(tmp_path / "data.zip", b"not a zip at all")
     with pytest.raises(DataError, match="neither a folder nor a zip"):
-        corpus.discover(not_zip)
+        ravdess.read(not_zip)
     _touch(tmp_path / "allbad" / "x.wav")
     with pytest.raises(DataError, match="no valid RAVDESS recordings"):
-        corpus.discover(tmp_path / "allbad", on_bad_name="skip")
+        ravdess.read(tmp_path / "allbad", on_bad_name="skip")
     with pytest.raises(ConfigError, match="on_bad_name"):
-        corpus.discover(tmp_path, on_bad_name="ignore")
-
-
-def test_open_source_errors(tmp_path):
-    path = _touch(tmp_path / "a.wav", b"abc")
-    with corpus.open_source(str(path)) as f:
-        assert f.read() == b"abc"
-    with pytest.raises(DataError, match="cannot open"):
-        corpus.open_source(str(tmp_path / "missing.wav"))
-    zip_path = tmp_path / "x.zip"
-    with zipfile.ZipFile(zip_path, "w") as zf:
-        zf.writestr("a.wav", b"abc")
-    with pytest.raises(DataError, match=r"no member 'b\.wav'"):
-        corpus.open_source(f"{zip_path}::b.wav")
-    with pytest.raises(DataError, match="cannot read zip member"):
-        corpus.open_source(f"{tmp_path / 'missing.zip'}::a.wav")
-
-
-def test_open_source_sees_a_replaced_zip(tmp_path):
-    zip_path = tmp_path / "x.zip"
-    with zipfile.ZipFile(zip_path, "w") as zf:
-        zf.writestr("a.wav", b"old")
-    with corpus.open_source(f"{zip_path}::a.wav") as f:
-        assert f.read() == b"old"
-    with zipfile.ZipFile(zip_path, "w") as zf:  # the open zip is cached; a new file is seen
-        zf.writestr("a.wav", b"newer")
-    with corpus.open_source(f"{zip_path}::a.wav") as f:
-        assert f.read() == b"newer"
+        ravdess.read(tmp_path, on_bad_name="ignore")
