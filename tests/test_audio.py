@@ -56,6 +56,24 @@ def test_other_rate_is_resampled_with_soxr(tmp_path):
     np.testing.assert_allclose(out[200:-200], _tone(SR)[200:-200], atol=2e-3)
 
 
+def test_one_resampler_for_files_and_waveforms(tmp_path):
+    """A waveform given at another rate (a model's input) is resampled as a file is."""
+    from sejax.inference import predict
+
+    wave48 = _tone(48000)
+    sf.write(tmp_path / "hi.wav", wave48, 48000, subtype="FLOAT")
+    from_file = audio.load_audio(str(tmp_path / "hi.wav"), SR)
+    direct = audio.resample(wave48, 48000, SR)
+    assert direct.dtype == np.float32 and direct.flags.c_contiguous
+    np.testing.assert_array_equal(direct, from_file)
+    np.testing.assert_array_equal(predict._resample(wave48, 48000, SR), from_file)
+    same = audio.resample(wave48.astype(np.float64), 48000, 48000)
+    assert same.dtype == np.float32
+    np.testing.assert_array_equal(same, wave48)  # the same rate: no filter
+    with pytest.raises(DataError, match="sample_rate must be a positive integer, got 0"):
+        audio.resample(wave48, 0, SR)
+
+
 def test_zip_member_source(tmp_path):
     wave = _tone(SR)
     sf.write(tmp_path / "a.wav", wave, SR, subtype="PCM_16")

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sejax.corpora.files import ZIP_SEPARATOR, open_source
 from sejax.errors import DataError
 
-# Separates the archive from the member in a zip source ("<zip path>::<member name>").
-ZIP_SEPARATOR = "::"
 RESAMPLE_TYPE = "soxr_hq"
 # Leading bytes of the containers soundfile or audioread decode: a file that starts with one
 # of these and fails to decode is corrupt, anything else is not audio at all.
@@ -52,13 +51,9 @@ class Decoded:
 
 
 def read_source(source: str) -> bytes:
-    """The raw bytes of a file path or a zip member ("<zip>::<member>", via `corpus`)."""
+    """The raw bytes of a file path or a zip member ("<zip>::<member>", `open_source`)."""
     if ZIP_SEPARATOR in source and not os.path.exists(source):
-        from sejax.corpora import (
-            files as corpus,  # a zip member: the corpus module knows how to open it
-        )
-
-        with corpus.open_source(source) as f:
+        with open_source(source) as f:
             return f.read()
     path = Path(source)
     if not path.exists():
@@ -169,13 +164,20 @@ def decode(
         raise BadAudio(f"audio file contains NaN or Inf samples: {name}", "non_finite")
     channels = wave.shape[1]
     mono = wave.mean(axis=1, dtype=np.float32) if channels > 1 else wave[:, 0]
-    if rate != sample_rate:
-        import librosa
+    return Decoded(resample(mono, rate, int(sample_rate)), int(rate), int(channels))
 
-        mono = librosa.resample(
-            mono, orig_sr=rate, target_sr=int(sample_rate), res_type=RESAMPLE_TYPE
-        )
-    return Decoded(np.ascontiguousarray(mono, dtype=np.float32), int(rate), int(channels))
+
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """A mono waveform at ``rate`` Hz as contiguous float32 at ``target`` Hz: soxr's HQ filter
+    (librosa's ``'soxr_hq'``), the one resampler for files and for waveforms given to a model.
+    """
+    if rate <= 0:
+        raise DataError(f"sample_rate must be a positive integer, got {rate}")
+    if rate != target:
+        import librosa  # ImportError without the data extras: callers say what to install
+
+        wave = librosa.resample(wave, orig_sr=rate, target_sr=target, res_type=RESAMPLE_TYPE)
+    return np.ascontiguousarray(wave, dtype=np.float32)
 
 
 def decode_audio(data: bytes, sample_rate: int, *, name: str) -> np.ndarray:

@@ -405,18 +405,14 @@ class Predictor:
 
 
 def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Resampling as `sejax.data.audio` does for files (soxr through librosa, imported lazily)."""
-    if rate <= 0:
-        raise DataError(f"sample_rate must be a positive integer, got {rate}")
+    """`sejax.data.audio.resample` (as for files), saying what to install without librosa."""
     try:
-        import librosa
+        return audio.resample(wave, rate, target)
     except ImportError as e:  # pragma: no cover - environments without the data extras
         raise DataError(
             f"resampling {rate} Hz audio to the model's {target} Hz needs librosa "
             "(pip install 'sejax[data]'), or pass audio at the model's rate"
         ) from e
-    out = librosa.resample(wave, orig_sr=rate, target_sr=target, res_type=audio.RESAMPLE_TYPE)
-    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def load(
