@@ -152,10 +152,10 @@ def vectorised_log_mel(waves: np.ndarray, cfg: dict, fft: Callable = np.fft.rfft
 
     ``fft``: ``np.fft.rfft`` or ``scipy.fft.rfft`` (both keep float32 -> complex64).
     """
-    from sejax.data import features, frontend_jax
+    from sejax.data import features
 
     n_fft, hop = cfg["n_fft"], cfg["hop_length"]
-    window = frontend_jax.stft_window(cfg["window"], cfg["win_length"], n_fft)
+    window = features.stft_window(cfg["window"], cfg["win_length"], n_fft).astype(np.float32)
     basis_t = np.ascontiguousarray(features._mel_basis(
         cfg["sample_rate"], n_fft, cfg["n_mels"], cfg["fmin"], cfg["fmax"]).T)  # fmt: skip
     pad = n_fft // 2 if cfg["center"] else 0
@@ -238,8 +238,8 @@ def front_end_alternatives(
 
 def fixed_costs(data: Path) -> dict[str, float]:
     """Seconds prepare spends whatever the number of files: imports and corpus collection."""
-    from sejax.configs.default import EMOTIONS
     from sejax.corpora import sources as sources_lib
+    from sejax.corpora.ravdess import EMOTIONS
 
     def wall(code: str) -> float:
         start = time.perf_counter()

@@ -1,5 +1,10 @@
 """sejax.data.features: librosa-exact log-Mel, crop/pad policy, validation and the fingerprint."""
 
+import os
+import re
+import subprocess
+import sys
+
 import librosa
 import ml_collections
 import numpy as np
@@ -129,15 +134,50 @@ def test_48khz_file_gives_the_features_of_its_16khz_version(tmp_path):
     assert diff[1:][loud[1:]].max() < 0.25
 
 
+# The default front end's fingerprint: every shard set prepared with the defaults carries it,
+# so a change here (canonical form, payload, hash) silently re-prepares every corpus.
+DEFAULT_FINGERPRINT = "a3875567ed2cfc77d0ee2cc778b58b7e4903806ffd3177fc56abae4d3256eded"
+
+
 def test_fingerprint_is_stable_and_canonical():
     cfg = get_features_config()
     fp = features.fingerprint(cfg)
-    assert len(fp) == 64 and int(fp, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{64}", fp)
+    assert fp == DEFAULT_FINGERPRINT  # the same as when the defaults' shards were prepared
     assert features.fingerprint(get_features_config()) == fp
     as_dict = cfg.to_dict()
     as_dict["fmin"] = 0  # an int where a float is expected means the same front end
     assert features.fingerprint(as_dict) == fp
     assert features.fingerprint(ml_collections.ConfigDict(as_dict)) == fp
+
+
+def test_fingerprint_ignores_what_does_not_change_the_features():
+    """Key order, mapping type, int for float and numpy scalars name the same front end: the
+    fingerprint and the features are both unchanged."""
+    cfg = get_features_config().to_dict()
+    variants = [
+        dict(reversed(list(cfg.items()))),
+        {**cfg, "sample_rate": np.int64(16000), "center": np.bool_(True)},
+        {**cfg, "duration_s": 3, "fmax": 8000, "power": 2, "top_db": 0},
+        {**cfg, "fmin": np.float32(0.0), "hop_length": np.int32(160)},
+    ]
+    wave = _noise(52_000)
+    reference = features.extract(wave, cfg)
+    for variant in variants:
+        assert features.fingerprint(variant) == DEFAULT_FINGERPRINT, variant
+        np.testing.assert_array_equal(features.extract(wave, variant), reference)
+
+
+def test_fingerprint_is_the_same_in_another_process():
+    """Nothing process-specific (hash seed, import order) enters it."""
+    code = (
+        "from sejax.configs.default import get_features_config; from sejax.data import features; "
+        "print(features.fingerprint(get_features_config()))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120, check=True)  # fmt: skip
+    assert out.stdout.strip() == DEFAULT_FINGERPRINT
 
 
 CHANGED = {
@@ -159,17 +199,38 @@ CHANGED = {
 
 
 def test_fingerprint_changes_with_every_key(monkeypatch):
+    """Every key changes the features of some clip, and so the fingerprint: shards computed
+    with another value are never mistaken for these."""
     assert set(CHANGED) == set(features.KEYS)
     base = features.fingerprint(get_features_config())
     seen = {base}
+    long_clip = _noise(52_000)  # longer than the window: crop matters
+    long_clip[10_000:20_000] = 0.0  # silence: amin and top_db matter
+    reference = features.extract(long_clip, get_features_config())
     for key, value in CHANGED.items():
         cfg = get_features_config()
         cfg[key] = value
         fp = features.fingerprint(cfg)
         assert fp not in seen, key
         seen.add(fp)
+        out = features.extract(long_clip, cfg)
+        assert out.shape != reference.shape or not np.array_equal(out, reference), key
     monkeypatch.setattr(features, "FEATURES_VERSION", features.FEATURES_VERSION + 1)
     assert features.fingerprint(get_features_config()) != base
+
+
+def test_num_frames_is_the_frame_count_of_both_front_ends():
+    for changes in ({}, {"n_fft": 511, "win_length": 511}, {"center": False}):
+        cfg = get_features_config()
+        cfg.update(changes)
+        for length in (cfg.n_fft, 16000, 16001, 48000):
+            wave = _noise(length)
+            assert features.num_frames(cfg, length) == len(features.log_mel(wave, cfg)), changes
+        assert features.num_frames(cfg) == features.num_frames(cfg, features.num_samples(cfg))
+    cfg = get_features_config()
+    cfg.center = False
+    with pytest.raises(ValueError, match=r"fewer than features\.n_fft=512"):
+        features.num_frames(cfg, 511)
 
 
 @pytest.mark.parametrize(

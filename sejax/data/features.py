@@ -3,7 +3,8 @@
 All parameters come from ``config.features`` (see `sejax.configs.default`). The arithmetic
 is librosa's (`librosa.stft` + a Slaney-style Mel filterbank + ``power_to_db`` with ref 1.0),
 so features equal ``librosa.feature.melspectrogram`` followed by ``librosa.power_to_db``;
-the window and filterbank come from librosa, built once per configuration. `fingerprint`
+the window (scipy's, as librosa's) and the filterbank (librosa's) are built once per
+configuration. `fingerprint`
 names a configuration, so shards prepared with one front end are never read as if they came
 from another.
 """
@@ -123,12 +124,16 @@ def num_samples(cfg: Any) -> int:
     return round(c["sample_rate"] * c["duration_s"])
 
 
-def num_frames(cfg: Any) -> int:
-    """Frames T of `log_mel` on a fixed-length window: ``1 + N // hop`` when centred."""
+def num_frames(cfg: Any, length: int | None = None) -> int:
+    """Frames T of `log_mel` of a ``length``-sample waveform (default: the fixed window), as
+    both front ends cut them: ``1 + (N - n_fft) // hop`` after ``n_fft // 2`` zeros on each
+    side when centred (``1 + N // hop`` for an even ``n_fft``, librosa's count)."""
     c = canonical_config(cfg)
-    n = num_samples(c)
+    n = num_samples(c) if length is None else int(length)
     if c["center"]:
-        return 1 + n // c["hop_length"]
+        n += 2 * (c["n_fft"] // 2)
+    if n < c["n_fft"]:
+        raise ValueError(f"{n} samples are fewer than features.n_fft={c['n_fft']}")
     return 1 + (n - c["n_fft"]) // c["hop_length"]
 
 
@@ -173,12 +178,14 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
 
 
 @functools.lru_cache(maxsize=16)
-def _stft_window(window: str, win_length: int, n_fft: int) -> np.ndarray:
-    """`librosa.stft`'s analysis window: periodic, zero-padded to ``n_fft`` (float64, as there)."""
-    import librosa
+def stft_window(window: str, win_length: int, n_fft: int) -> np.ndarray:
+    """`librosa.stft`'s analysis window: scipy's periodic window (``fftbins=True``, what
+    librosa calls), centred in ``n_fft`` zeros; float64, as there. Both front ends use it."""
+    import scipy.signal
 
-    w = librosa.util.pad_center(librosa.filters.get_window(window, win_length, fftbins=True),
-                                size=n_fft)  # fmt: skip
+    left = (n_fft - win_length) // 2
+    w = np.pad(scipy.signal.get_window(window, win_length, fftbins=True),
+               (left, n_fft - win_length - left))  # fmt: skip
     w.setflags(write=False)
     return w
 
@@ -207,7 +214,7 @@ def log_mel(wave: np.ndarray, cfg: Any) -> np.ndarray:
     if c["center"]:
         wave = np.pad(wave, n_fft // 2)  # pad_mode='constant'
     frames = np.lib.stride_tricks.sliding_window_view(wave, n_fft)[::hop]  # [T, n_fft], a view
-    window = _stft_window(c["window"], c["win_length"], n_fft)
+    window = stft_window(c["window"], c["win_length"], n_fft)
     spec = np.empty((len(frames), 1 + n_fft // 2), np.float32)
     block = max(1, librosa.util.MAX_MEM_BLOCK // (n_fft * window.itemsize))
     for i in range(0, len(frames), block):

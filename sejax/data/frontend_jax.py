@@ -1,12 +1,13 @@
 """The log-Mel front end in ``jax.numpy``: waveform -> features on the accelerator.
 
-`sejax.data.features.log_mel` (librosa, on the host) is the reference: shards are computed with it.
-This module computes the same thing inside JAX, so the whole waveform -> emotion function can
-be jitted, batched, run on a GPU/TPU and serialised with
-``jax.export`` (`sejax.inference.export`). It
-imports neither librosa nor TensorFlow: the analysis window and the Slaney Mel filterbank are
-built here in numpy, to librosa's formulas (tests check both equal librosa's to float32
-precision, and the dB features to a small tolerance on speech).
+`sejax.data.features.log_mel` (librosa, on the host) is the reference: shards are computed with
+it. This module computes the same thing inside JAX, so the whole waveform -> emotion function
+can be jitted, batched, run on a GPU/TPU and serialised with ``jax.export``
+(`sejax.inference.export`). It imports neither librosa nor TensorFlow: the analysis window and
+the frame count are the host front end's (`features.stft_window`, scipy's window;
+`features.num_frames`), and the Slaney Mel filterbank is built here in numpy, to librosa's
+formulas (tests check it equals librosa's to float32 precision, and the dB features to a small
+tolerance on speech).
 
 Steps, as in librosa with ``center=True, pad_mode='constant'``: zero-pad ``n_fft // 2`` on both
 sides, cut frames every ``hop_length`` samples, multiply by the periodic window zero-padded to
@@ -71,36 +72,6 @@ def mel_filterbank(
     return weights
 
 
-@functools.lru_cache(maxsize=16)
-def stft_window(window: str, win_length: int, n_fft: int) -> np.ndarray:
-    """The periodic analysis window (scipy's ``fftbins=True``), centred in ``n_fft`` zeros."""
-    phase = 2.0 * np.pi * np.arange(win_length) / win_length
-    if window == "hann":
-        w = 0.5 - 0.5 * np.cos(phase)
-    elif window == "hamming":
-        w = 0.54 - 0.46 * np.cos(phase)
-    elif window == "blackman":
-        w = 0.42 - 0.5 * np.cos(phase) + 0.08 * np.cos(2.0 * phase)
-    else:  # canonical_config already refuses other names; keep the error explicit anyway
-        raise ValueError(f"unsupported window {window!r}; choose one of {features.WINDOWS}")
-    left = (n_fft - win_length) // 2
-    padded = np.zeros(n_fft, np.float64)
-    padded[left : left + win_length] = w
-    out = padded.astype(np.float32)
-    out.setflags(write=False)
-    return out
-
-
-def num_frames(num_samples: int, cfg: Any) -> int:
-    """Frames of a ``num_samples`` waveform (librosa's count), whatever the window length."""
-    c = features.canonical_config(cfg)
-    if c["center"]:
-        num_samples += 2 * (c["n_fft"] // 2)
-    if num_samples < c["n_fft"]:
-        raise ValueError(f"{num_samples} samples are fewer than features.n_fft={c['n_fft']}")
-    return 1 + (num_samples - c["n_fft"]) // c["hop_length"]
-
-
 def make_log_mel(cfg: Any) -> Callable[[jax.Array], jax.Array]:
     """A traceable ``waves [..., N] -> log-Mel [..., T, n_mels]`` for one features config.
 
@@ -109,7 +80,7 @@ def make_log_mel(cfg: Any) -> Callable[[jax.Array], jax.Array]:
     """
     c = features.canonical_config(cfg)
     n_fft, hop = c["n_fft"], c["hop_length"]
-    window = jnp.asarray(stft_window(c["window"], c["win_length"], n_fft))
+    window = jnp.asarray(features.stft_window(c["window"], c["win_length"], n_fft), jnp.float32)
     basis_t = jnp.asarray(
         mel_filterbank(c["sample_rate"], n_fft, c["n_mels"], c["fmin"], c["fmax"]).T
     )
@@ -119,7 +90,7 @@ def make_log_mel(cfg: Any) -> Callable[[jax.Array], jax.Array]:
     def log_mel(waves: jax.Array) -> jax.Array:
         waves = jnp.asarray(waves, jnp.float32)
         padded = jnp.pad(waves, [(0, 0)] * (waves.ndim - 1) + [(pad, pad)])
-        frames = num_frames(waves.shape[-1], c)
+        frames = features.num_frames(c, waves.shape[-1])
         index = hop * np.arange(frames)[:, None] + np.arange(n_fft)[None, :]
         spectrum = jnp.fft.rfft(padded[..., index] * window, n=n_fft, axis=-1)
         if power == 2.0:  # |X|^2 without the square root
