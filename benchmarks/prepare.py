@@ -121,9 +121,10 @@ class Stages:
 
 def stage_breakdown(files: Sequence[Path], cfg: dict, tmp: Path) -> dict[str, float]:
     """prepare's per-file work split into stages, one process, one BLAS thread (ms per file)."""
-    from sejax.data import audio, features, prepare, screening
+    from sejax import io
+    from sejax.data import audio, features, screening, shards
 
-    tf = prepare._tf()
+    tf = io.tensorflow()
     limits = screening.Limits()
     row = {"label": 0, "actor": 1, "intensity": 1, "statement": 1, "repetition": 1, "index": 0}
     t = Stages()
@@ -140,8 +141,8 @@ def stage_breakdown(files: Sequence[Path], cfg: dict, tmp: Path) -> dict[str, fl
             with t("log_mel"):  # STFT, power, Mel, dB
                 db = features.log_mel(wave, cfg)
             with t("serialise"):
-                proto = prepare._example_proto(tf, db.astype("<f4").tobytes(),
-                                               {**row, "sha256": digest})  # fmt: skip
+                proto = shards.example_proto(tf, db.astype("<f4").tobytes(),
+                                             {**row, "sha256": digest})  # fmt: skip
             with t("tfrecord_write"):
                 writer.write(proto)
     return t.per_file_ms(len(files))

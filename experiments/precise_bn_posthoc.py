@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sejax.data import input_pipeline
+from sejax.data import input_pipeline, splits
 from sejax.training import train
 
 METRICS = ("accuracy", "uar", "macro_f1")
@@ -28,7 +28,7 @@ def posthoc(workdir: Path, batches: int, checkpoint: str) -> dict:
     trained = train.load_trained(workdir, checkpoint)
     config, par, norm = trained.config, trained.par, trained.norm
     shards = input_pipeline.Shards(trained.meta["shards"])
-    split = input_pipeline.split_by_actor(shards.examples, config.data)
+    split = splits.make_split(shards.examples, config.data)
     test, bs = split.indices["test"], config.eval.batch_size
     saved = train.evaluate_split(par, trained.state, shards, test, norm, bs)
     state = train.precise_batch_stats(trained, batches)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sejax.data import input_pipeline
+from sejax.data import input_pipeline, splits
 from sejax.training import checkpoints, train
 
 METRICS = ("accuracy", "uar", "macro_f1")
@@ -35,7 +35,7 @@ def posthoc(workdir: Path, sizes: list[int]) -> dict:
         raise SystemExit(f"{workdir} keeps {len(steps)} checkpoints, fewer than {max(sizes)}")
     first = train.load_trained(workdir, steps[0])  # the run's shards and split, read once
     shards = input_pipeline.Shards(first.meta["shards"])
-    split = input_pipeline.split_by_actor(shards.examples, first.config.data)
+    split = splits.make_split(shards.examples, first.config.data)
     outs: dict[int, dict[str, dict]] = {}
     for step in steps:
         trained = first if step == first.step else train.load_trained(workdir, step)

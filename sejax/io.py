@@ -59,16 +59,19 @@ def staging_folder(target: str | os.PathLike[str], suffix: str = ".partial") -> 
     return tmp
 
 
-def replace_folder(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+def replace_folder(
+    tmp: str | os.PathLike[str], target: str | os.PathLike[str], *, replace_existing: bool = True
+) -> Path:
     """Moves the finished folder ``tmp`` to ``target``, replacing what is there.
 
     An empty folder is replaced outright; an older non-empty one is moved aside first, put
-    back if the rename fails, and removed only once the new folder is in place. A folder that
-    appears at ``target`` meanwhile (another process) is never overwritten: `DataError`.
+    back if the rename fails, and removed only once the new folder is in place (with
+    ``replace_existing=False`` it is never replaced: `DataError`). A folder that appears at
+    ``target`` meanwhile (another process) is never overwritten: `DataError`.
     """
     tmp, target = Path(tmp), Path(target).absolute()
     tmp.chmod(0o755)
-    if target.exists() and any(target.iterdir()):
+    if replace_existing and target.exists() and any(target.iterdir()):
         old = staging_folder(target, suffix=".old")
         os.replace(target, old / target.name)
         try:

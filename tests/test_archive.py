@@ -52,6 +52,26 @@ def test_target_may_be_empty_folder_but_not_full(tmp_path):
     assert _only_entries(tmp_path / "full") == ["keep.txt"]
 
 
+def test_a_target_filled_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Files that appear in the (checked empty) target while extracting are never replaced."""
+    from sejax.data import archive
+
+    zip_path = _zip(tmp_path / "x.zip", {"a.txt": b"1", "b.txt": b"2"})
+    target = tmp_path / "out"
+    copy = archive._copy_member
+
+    def and_someone_else_writes(zf, info, dest):
+        copy(zf, info, dest)
+        target.mkdir(exist_ok=True)
+        (target / "theirs.txt").write_bytes(b"theirs")
+
+    monkeypatch.setattr(archive, "_copy_member", and_someone_else_writes)
+    with pytest.raises(DataError, match="appeared while it was being written"):
+        safe_extract_zip(zip_path, target)
+    assert _only_entries(target) == ["theirs.txt"]
+    assert _only_entries(tmp_path) == ["out", "x.zip"]  # no temp folder left behind
+
+
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import sejax
-from sejax.data import input_pipeline
+from sejax.data import input_pipeline, splits
 from sejax.training import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v1"
@@ -52,7 +52,7 @@ def test_evaluation_restores_it_and_reproduces_the_stored_test_report(workdir):
     assert train.load_trained(workdir, "latest").step == 6
     assert train.load_trained(workdir, 6).step == 6
     shards = input_pipeline.Shards(workdir / "shards")
-    split = input_pipeline.split_by_actor(shards.examples, trained.config.data)
+    split = splits.make_split(shards.examples, trained.config.data)
     indices = split.indices["test"]
     assert list(split.actors["test"]) == stored["actors"] == [23]
     out = train.predict_split(

@@ -17,7 +17,7 @@ from sejax.configs.validation import validate
 from sejax.corpora import labels as labels_lib
 from sejax.corpora import sources
 from sejax.corpora.ravdess import EMOTIONS
-from sejax.data import input_pipeline, prepare
+from sejax.data import prepare, shards
 from sejax.errors import ConfigError, DataError
 from sejax.evaluation.cross_corpus import restricted_predictions
 from tests import corpora_data
@@ -272,27 +272,6 @@ def test_config_labels_and_label_map_validation():
         validate(bad)
 
 
-def _rows(splits_and_speakers):
-    return [{"source": f"f{i}", "actor": actor, "speaker": f"s{actor}", "split": split}
-            for i, (split, actor) in enumerate(splits_and_speakers)]  # fmt: skip
-
-
-def test_manifest_split_is_used_and_must_be_speaker_disjoint():
-    cfg = default.get_config().data
-    cfg.split_by = "manifest"
-    split = input_pipeline.split_by_actor(
-        _rows([("train", 1), ("train", 2), ("validation", 3), ("test", 4), ("test", 4)]), cfg
-    )
-    assert split.actors == {"train": (1, 2), "validation": (3,), "test": (4,)}
-    assert split.indices["test"].tolist() == [3, 4]
-    with pytest.raises(
-        ConfigError, match=r"speaker\(s\) \['s2'\] are in both the train and the test"
-    ):
-        input_pipeline.split_by_actor(_rows([("train", 2), ("test", 2)]), cfg)
-    with pytest.raises(ConfigError, match="1 example\\(s\\) have no split"):
-        input_pipeline.split_by_actor(_rows([("train", 1), ("", 2), ("test", 3)]), cfg)
-
-
 def tiny_cfg():
     cfg = default.get_features_config()
     cfg.update({"duration_s": 0.25, "n_fft": 256, "win_length": 256, "hop_length": 128,
@@ -310,7 +289,7 @@ def test_prepare_records_mapping_and_refuses_stale_labels(tmp_path):
                               **kwargs)  # fmt: skip
     assert summary["num_examples"] == 15 and summary["dropped"] == {"manifest:fru": 3}
     assert summary["counts"]["by_label"]["happy"] == 6
-    metadata = prepare.load_metadata(out)
+    metadata = shards.load_metadata(out)
     assert metadata["corpora"][0]["label_map"]["exc"] == "happy"
     row = next(r for r in metadata["examples"] if r["corpus_label"] == "exc")
     assert (row["emotion"], row["label"], row["corpus"]) == ("happy", 2, "manifest")

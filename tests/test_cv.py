@@ -16,7 +16,8 @@ from sejax.configs import loading as config_lib
 from sejax.configs.default import get_config
 from sejax.configs.validation import validate
 from sejax.corpora.ravdess import EMOTIONS
-from sejax.data import input_pipeline, prepare
+from sejax.data import prepare, splits
+from sejax.data import shards as shards_lib
 from sejax.errors import ConfigError
 from sejax.evaluation import cv
 from sejax.evaluation import metrics as evaluation
@@ -165,7 +166,7 @@ def fake_train(rows):
         calls.append(Path(workdir).name)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config_lib.to_json(config))
-        split = input_pipeline.split_by_actor(rows, config.data)
+        split = splits.make_split(rows, config.data)
         idx = split.indices["test"]
         labels = np.array([rows[i]["label"] for i in idx])
         logits = np.eye(8)[np.where(idx % 3 == 0, (labels + 1) % 8, labels)]  # 2/3 right
@@ -186,8 +187,8 @@ def fake_train(rows):
 def fake_run(tmp_path, monkeypatch):
     rows = synthetic_rows()
     fake, calls = fake_train(rows)
-    monkeypatch.setattr(input_pipeline, "resolve_shards", lambda config, workdir: tmp_path / "sh")
-    monkeypatch.setattr(prepare, "load_metadata", lambda d: {"examples": rows})
+    monkeypatch.setattr(prepare, "ensure_shards", lambda config, workdir: tmp_path / "sh")
+    monkeypatch.setattr(shards_lib, "load_metadata", lambda d: {"examples": rows})
     monkeypatch.setattr(train, "train_and_evaluate", fake)
 
     def sejax_cv(*overrides, workdir=tmp_path / "w"):

@@ -26,7 +26,7 @@ import pytest
 from sejax.cli import main as cli
 from sejax.configs import loading as config_lib
 from sejax.configs.default import get_config
-from sejax.data import demo, input_pipeline, prepare
+from sejax.data import demo, input_pipeline, prepare, splits
 from sejax.errors import ConfigError
 from sejax.training import distributed, parallel
 from tests.conftest import TINY_OVERRIDES, tiny_args
@@ -157,7 +157,7 @@ def shards_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def pipeline(shards_dir):
     shards = input_pipeline.Shards(shards_dir)
-    split = input_pipeline.split_by_actor(shards.examples, _config().data)
+    split = splits.make_split(shards.examples, _config().data)
     return shards, split, shards.normalization(split.indices["train"], "per_band")
 
 

@@ -1,10 +1,11 @@
-"""The tf.data pipeline: actor-disjoint splits, train-only statistics, exact-once evaluation."""
+"""The tf.data pipeline: train-only statistics, per-speaker normalisation, shuffled training
+batches that resume, exact-once evaluation. (Splits: test_splits.py.)"""
 
 import numpy as np
 import pytest
 
 from sejax.configs import default
-from sejax.data import demo, input_pipeline, prepare
+from sejax.data import demo, input_pipeline, prepare, splits
 from sejax.errors import ConfigError
 
 ACTORS = (1, 2, 3, 4, 5, 6)
@@ -29,32 +30,6 @@ def _data_cfg(val=(5,), test=(6,)):
     return c
 
 
-def test_split_is_actor_disjoint_and_complete(shards_dir):
-    shards = input_pipeline.Shards(shards_dir)
-    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
-    assert split.actors == {"train": (1, 2, 3, 4), "validation": (5,), "test": (6,)}
-    seen = np.concatenate(list(split.indices.values()))
-    assert sorted(seen.tolist()) == list(range(len(shards.examples)))  # complete, no overlap
-    for name, idx in split.indices.items():
-        assert {shards.examples[i]["actor"] for i in idx} == set(split.actors[name])
-
-
-def test_split_errors_name_the_key(shards_dir):
-    examples = input_pipeline.Shards(shards_dir).examples
-    with pytest.raises(ConfigError, match=r"data\.test_actors names actors \[9\]"):
-        input_pipeline.split_by_actor(examples, _data_cfg(test=(9,)))
-    with pytest.raises(ConfigError, match="the train split is empty"):
-        input_pipeline.split_by_actor(examples, _data_cfg(val=(1, 2, 3), test=(4, 5, 6)))
-
-
-def test_every_actor_can_train(shards_dir):
-    """No validation or test actors: a final model trained on everything (nothing evaluated)."""
-    examples = input_pipeline.Shards(shards_dir).examples
-    split = input_pipeline.split_by_actor(examples, _data_cfg(val=(), test=()))
-    assert len(split.indices["train"]) == len(examples)
-    assert len(split.indices["validation"]) == len(split.indices["test"]) == 0
-
-
 def _all_features(shards, indices):
     rows = {}
     for b in shards._select(indices).batch(64).as_numpy_iterator():
@@ -64,7 +39,7 @@ def _all_features(shards, indices):
 
 def test_normalisation_uses_training_actors_only(shards_dir):
     shards = input_pipeline.Shards(shards_dir)
-    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    split = splits.make_split(shards.examples, _data_cfg())
     norm = shards.normalization(split.indices["train"], "per_band")
     train = np.stack(list(_all_features(shards, split.indices["train"]).values()))
     np.testing.assert_allclose(norm.mean, train.mean(axis=(0, 1)), rtol=1e-5, atol=1e-4)
@@ -79,7 +54,7 @@ def test_normalisation_uses_training_actors_only(shards_dir):
 
 def test_per_speaker_normalisation_uses_each_speakers_own_clips(shards_dir):
     shards = input_pipeline.Shards(shards_dir)
-    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    split = splits.make_split(shards.examples, _data_cfg())
     norm = shards.normalization(split.indices["train"], "per_speaker")
     assert norm.per_speaker
     pooled = shards.normalization(split.indices["train"], "per_band")
@@ -106,7 +81,7 @@ def test_per_speaker_normalisation_uses_each_speakers_own_clips(shards_dir):
 
 def test_evaluation_sees_every_example_exactly_once(shards_dir):
     shards = input_pipeline.Shards(shards_dir)
-    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    split = splits.make_split(shards.examples, _data_cfg())
     norm = shards.normalization(split.indices["train"], "none")
     idx = split.indices["test"]
     batches = list(shards.eval_batches(idx, norm, batch_size=7))
@@ -121,7 +96,7 @@ def test_evaluation_sees_every_example_exactly_once(shards_dir):
 
 def test_train_order_depends_on_seed_and_epoch_and_resumes(shards_dir):
     shards = input_pipeline.Shards(shards_dir)
-    split = input_pipeline.split_by_actor(shards.examples, _data_cfg())
+    split = splits.make_split(shards.examples, _data_cfg())
     norm = shards.normalization(split.indices["train"], "none")
     kw = dict(batch_size=4, shuffle_buffer=1000)
 
@@ -138,13 +113,6 @@ def test_train_order_depends_on_seed_and_epoch_and_resumes(shards_dir):
     assert order(0, 0, skip=3) == a[3:]
     flat = [i for batch in a for i in batch]
     assert len(set(flat)) == len(flat) and set(flat) <= set(split.indices["train"].tolist())
-
-
-def test_prepared_shards_with_other_features_are_refused(shards_dir, tmp_path):
-    config = default.get_config()
-    config.data.path = str(shards_dir)  # prepared with n_mels=16, duration 0.5
-    with pytest.raises(Exception, match="fingerprint"):
-        input_pipeline.resolve_shards(config, tmp_path)
 
 
 def test_epoch_order_is_a_fixed_shuffle_of_full_batches():

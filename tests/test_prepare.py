@@ -1,7 +1,8 @@
-"""sejax.data.prepare: shard round trip, determinism across workers, reuse/refusal, bad files."""
+"""sejax.data.prepare: shard round trip, determinism across workers, reuse/refusal, bad files,
+the atomic commit, and `ensure_shards` (the shards a run uses)."""
 
+import errno
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sejax import io
 from sejax.configs.default import get_features_config
 from sejax.corpora.ravdess import EMOTIONS
-from sejax.data import audio, features, prepare
+from sejax.data import audio, features, prepare, shards
 from sejax.errors import ConfigError, DataError
 
 REAL_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech-16k"
@@ -72,11 +74,11 @@ def prepared(corpus, tmp_path_factory) -> tuple[Path, dict]:
 
 def read_shards(out_dir: Path) -> list[dict]:
     """Every record through tf.data + parse_example, plus the fields parse_example leaves out."""
-    tf = prepare._tf()
-    metadata = prepare.load_metadata(out_dir)
+    tf = io.tensorflow()
+    metadata = shards.load_metadata(out_dir)
     files = [str(out_dir / s["file"]) for s in metadata["shards"]]
     t, f = metadata["num_frames"], metadata["num_mels"]
-    parsed = tf.data.TFRecordDataset(files).map(lambda s: prepare.parse_example(s, t, f))
+    parsed = tf.data.TFRecordDataset(files).map(lambda s: shards.parse_example(s, t, f))
     extra_spec = {k: tf.io.FixedLenFeature([], tf.int64)
                   for k in ("intensity", "statement", "repetition")}  # fmt: skip
     extra_spec["sha256"] = tf.io.FixedLenFeature([], tf.string)
@@ -92,7 +94,7 @@ def tree_bytes(directory: Path) -> dict[str, bytes]:
 def test_round_trip(corpus, prepared):
     out, summary = prepared
     cfg = tiny_cfg()
-    metadata = prepare.load_metadata(out)
+    metadata = shards.load_metadata(out)
     assert summary["reused"] is False and summary["num_examples"] == 14
     assert summary["num_shards"] == 3 and summary["num_workers"] == 1
     assert [s["file"] for s in metadata["shards"]] == [
@@ -200,7 +202,7 @@ def test_other_features_config_is_refused_then_overwritten(corpus, tmp_path):
 
     summary = prepare.prepare(corpus, out, other, num_workers=1, progress=False, overwrite=True)
     assert summary["reused"] is False and summary["num_mels"] == 20
-    assert prepare.load_metadata(out)["fingerprint"] == features.fingerprint(other)
+    assert shards.load_metadata(out)["fingerprint"] == features.fingerprint(other)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # no temp folders left
 
 
@@ -254,9 +256,9 @@ def test_zip_source_gives_the_same_features(corpus, prepared, tmp_path):
             zf.write(path, path.relative_to(corpus).as_posix())
     out = tmp_path / "from_zip"
     prepare.prepare(archive, out, tiny_cfg(), num_workers=1, examples_per_shard=5, progress=False)
-    rows = prepare.load_metadata(out)["examples"]
+    rows = shards.load_metadata(out)["examples"]
     assert rows[0]["source"].startswith(f"{archive.resolve()}::Actor_01/")
-    folder_rows = prepare.load_metadata(prepared[0])["examples"]
+    folder_rows = shards.load_metadata(prepared[0])["examples"]
     assert [r["sha256"] for r in rows] == [r["sha256"] for r in folder_rows]
     for a, b in zip(read_shards(out), read_shards(prepared[0]), strict=True):
         np.testing.assert_array_equal(a["features"], b["features"])
@@ -273,41 +275,6 @@ def test_refuses_to_replace_a_folder_it_did_not_write(corpus, tmp_path):
     assert (out / "notes.txt").read_text() == "precious"
 
 
-def test_load_metadata_errors(prepared, tmp_path):
-    with pytest.raises(DataError, match=r"no metadata\.json"):
-        prepare.load_metadata(tmp_path)
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for name, content in tree_bytes(prepared[0]).items():
-        (copy / name).write_bytes(content)
-    shard = copy / "shard-00001-of-00003.tfrecord"
-    shard.write_bytes(shard.read_bytes()[:-10])
-    with pytest.raises(DataError, match="truncated"):
-        prepare.load_metadata(copy)
-    shard.unlink()
-    with pytest.raises(DataError, match="missing"):
-        prepare.load_metadata(copy)
-    metadata = json.loads((copy / "metadata.json").read_text())
-    (copy / "metadata.json").write_text(json.dumps({**metadata, "version": 99}))
-    with pytest.raises(DataError, match="version 99"):
-        prepare.load_metadata(copy)
-
-
-def test_check_compatible(prepared):
-    metadata = prepare.load_metadata(prepared[0])
-    prepare.check_compatible(metadata, tiny_cfg())  # same config: no error
-    other = tiny_cfg()
-    other.update({"hop_length": 64, "crop": "center"})
-    with pytest.raises(DataError) as info:
-        prepare.check_compatible(metadata, other, where="somewhere")
-    message = str(info.value)
-    assert "somewhere" in message
-    assert metadata["fingerprint"] in message and features.fingerprint(other) in message
-    assert "features.hop_length: 128 in the shards, 64 in the config" in message
-    assert "features.crop: 'start' in the shards, 'center' in the config" in message
-    assert "n_mels" not in message
-
-
 @pytest.mark.skipif(not REAL_CORPUS.is_dir(), reason="real RAVDESS copy not present")
 def test_real_ravdess_actor(tmp_path):
     """Optional: one actor of the real corpus (16 kHz FLAC) with the reference front end."""
@@ -318,7 +285,7 @@ def test_real_ravdess_actor(tmp_path):
     assert summary["counts"]["by_label"] == {e: 4 if e == "neutral" else 8 for e in EMOTIONS}
     features_ = np.stack([r["features"] for r in read_shards(tmp_path / "shards")])
     assert np.isfinite(features_).all() and features_.max() > -20 and features_.min() >= -100 - 1e-4
-    assert os.path.basename(prepare.load_metadata(tmp_path / "shards")["source"]) == "Actor_01"
+    assert os.path.basename(shards.load_metadata(tmp_path / "shards")["source"]) == "Actor_01"
 
 
 def test_skipped_names_are_recorded(tmp_path):
@@ -331,7 +298,7 @@ def test_skipped_names_are_recorded(tmp_path):
     # Skipping and recording them is the default.
     summary = prepare.prepare(data, tmp_path / "b", tiny_cfg(), num_workers=1, progress=False)
     assert summary["num_examples"] == 14
-    skipped = prepare.load_metadata(tmp_path / "b")["skipped"]
+    skipped = shards.load_metadata(tmp_path / "b")["skipped"]
     assert [name for name, _ in skipped] == ["Actor_01/hello.wav"]
 
 
@@ -347,3 +314,78 @@ def test_bad_arguments_name_the_config_key(corpus, tmp_path, kwargs, key):
     with pytest.raises(ConfigError, match=key):
         prepare.prepare(corpus, tmp_path / "out", tiny_cfg(), progress=False, **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_that_appears_meanwhile_is_kept(corpus, tmp_path, monkeypatch):
+    """Another process filling ``out_dir`` while this one prepares: theirs is never replaced."""
+    out = tmp_path / "shards"
+    write_report = prepare.screening.write_report
+
+    def and_someone_else_writes(path, rejected):
+        write_report(path, rejected)
+        out.mkdir()
+        (out / "theirs.txt").write_text("theirs")
+
+    monkeypatch.setattr(prepare.screening, "write_report", and_someone_else_writes)
+    with pytest.raises(DataError, match="appeared while it was being written"):
+        prepare.prepare(corpus, out, tiny_cfg(), num_workers=1, progress=False)
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # no temp folder
+
+
+def test_a_failed_rename_puts_the_old_shards_back(corpus, prepared, tmp_path, monkeypatch):
+    out = tmp_path / "shards"
+    prepare.prepare(corpus, out, tiny_cfg(), num_workers=1, progress=False)
+    before = tree_bytes(out)
+    rename = os.replace
+
+    def fail_the_new_folder(src, dst):
+        if Path(src).name.endswith(".partial"):  # the staged shards, not the old ones aside
+            raise OSError(errno.EIO, "Input/output error")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_the_new_folder)
+    with pytest.raises(DataError, match=r"could not write the shards.*Input/output error"):
+        prepare.prepare(corpus, out, tiny_cfg(), num_workers=1, progress=False, overwrite=True)
+    monkeypatch.undo()
+    assert tree_bytes(out) == before  # the old shards, back in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # nothing left beside
+
+
+def test_ensure_shards_uses_prepared_shards_or_prepares_them(prepared, corpus, tmp_path):
+    from sejax.configs.default import get_config
+
+    config = get_config()
+    config.features = tiny_cfg()
+    config.data.path = str(prepared[0])
+    assert prepare.ensure_shards(config, tmp_path / "run") == prepared[0]  # used as they are
+    assert not (tmp_path / "run").exists()
+    config.data.labels = EMOTIONS[:7]
+    with pytest.raises(ConfigError, match=r"have labels \[.*'surprised'\], but data\.labels"):
+        prepare.ensure_shards(config, tmp_path / "run")
+    config.data.labels = EMOTIONS
+    config.data.path = str(corpus)  # raw audio: prepared once into the run's cache
+    out = prepare.ensure_shards(config, tmp_path / "run")
+    assert out == tmp_path / "run" / "prepared"
+    metadata = shards.load_metadata(out)
+    assert metadata["fingerprint"] == features.fingerprint(tiny_cfg())
+    rows = shards.load_metadata(prepared[0])["examples"]
+    assert [r["sha256"] for r in metadata["examples"]] == [r["sha256"] for r in rows]
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert prepare.ensure_shards(config, tmp_path / "run") == out  # the second time: reused
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    config.data.path = str(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"data\.path does not exist"):
+        prepare.ensure_shards(config, tmp_path / "run")
+    config.data.path, config.data.corpus = "", "emodb"
+    with pytest.raises(ConfigError, match=r"needs data\.path"):
+        prepare.ensure_shards(config, tmp_path / "run")
+
+
+def test_prepared_shards_with_other_features_are_refused(prepared, tmp_path):
+    from sejax.configs.default import get_config
+
+    config = get_config()
+    config.data.path = str(prepared[0])  # prepared with tiny_cfg: n_mels=16, duration 0.5
+    with pytest.raises(Exception, match="fingerprint"):
+        prepare.ensure_shards(config, tmp_path)

@@ -12,7 +12,7 @@ import pytest
 from sejax.cli import main as cli
 from sejax.configs import loading as config_lib
 from sejax.corpora.ravdess import EMOTIONS
-from sejax.data import input_pipeline
+from sejax.data import splits
 from sejax.errors import DataError
 from sejax.evaluation import metrics as evaluation
 from sejax.evaluation import report
@@ -40,11 +40,11 @@ def run(tmp_path):
     writer.close()
     with (workdir / "metrics.jsonl").open("a") as f:
         f.write('{"step": 13, "train_lo')  # a crash mid-write
-    split = input_pipeline.Split(
+    split = splits.Split(
         actors={"train": (17, 18), "validation": (21,), "test": (23, 24)},
         indices={"train": np.arange(4), "validation": np.arange(4, 6), "test": np.arange(6, 9)},
     )
-    input_pipeline.write_split(workdir / "split.json", split, [{"source": f"f{i}.wav"}
+    splits.write_split(workdir / "split.json", split, [{"source": f"f{i}.wav"}
                                                                  for i in range(9)])  # fmt: skip
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(8), 5)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sejax.data import prepare, screening
+from sejax.data import prepare, screening, shards
 from sejax.errors import ConfigError, DataError
 from tests.test_prepare import ravdess_name, read_shards, tiny_cfg
 
@@ -97,7 +97,7 @@ def _problem_of(rejected: dict, root: Path) -> dict[str, str]:
 def test_each_bad_file_is_rejected_with_its_reason_and_counts_add_up(corpus, tmp_path):
     root, expected = corpus
     summary = _prepare(root, tmp_path / "shards", label_map=("calm=",))
-    metadata = prepare.load_metadata(tmp_path / "shards")
+    metadata = shards.load_metadata(tmp_path / "shards")
     report = metadata["report"]
     calm = [rel for rel, p in expected.items() if p == "ok" and "/03-01-02-" in rel]
     assert len(calm) == 2  # the label map leaves calm out: listed too, not silently dropped

@@ -1,9 +1,11 @@
 """Shards prepared by an earlier sejax (`tests/fixtures/shards_v1`, see its make.py) still load:
-the same metadata, fingerprint and features, and a training epoch over them still runs."""
+the same metadata, fingerprint and features, and a training epoch over them still runs; and
+preparing the same corpus today writes the same bytes."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from sejax.configs.default import get_config, get_features_config
-from sejax.data import features, input_pipeline, prepare
+from sejax.data import features, input_pipeline, shards, splits
 
 FIXTURE = Path(__file__).parent / "fixtures" / "shards_v1"
 
@@ -39,11 +41,11 @@ def _features_cfg(expected: dict) -> ml_collections.ConfigDict:
 
 def test_metadata_and_fingerprint_are_as_stored(shards_dir, expected):
     stored = json.loads((FIXTURE / "metadata.json").read_text())
-    metadata = prepare.load_metadata(shards_dir)
+    metadata = shards.load_metadata(shards_dir)
     assert metadata == stored
     cfg = _features_cfg(expected)
     assert metadata["fingerprint"] == expected["fingerprint"] == features.fingerprint(cfg)
-    prepare.check_compatible(metadata, cfg)  # the same config still matches
+    shards.check_compatible(metadata, cfg)  # the same config still matches
     assert metadata["num_frames"] == features.num_frames(cfg) == 31
     assert metadata["num_examples"] == 45 and len(metadata["shards"]) == 3
     assert metadata["skipped"][0][0] == "Actor_01/not-a-ravdess-name.wav"
@@ -75,7 +77,7 @@ def test_a_training_epoch_runs_over_them(shards_dir):
     shards = input_pipeline.Shards(shards_dir)
     data_cfg = get_config().data
     data_cfg.val_actors, data_cfg.test_actors = (2,), (3,)
-    split = input_pipeline.split_by_actor(shards.examples, data_cfg)
+    split = splits.make_split(shards.examples, data_cfg)
     train = split.indices["train"]
     assert split.actors["train"] == (1,) and len(train) == 15
     norm = shards.normalization(train, "per_band")
@@ -92,3 +94,22 @@ def test_a_training_epoch_runs_over_them(shards_dir):
             np.testing.assert_allclose(x, (raw[int(i)] - norm.mean) / norm.std, rtol=1e-6,
                                        atol=1e-6)  # fmt: skip
             assert batch["label"][list(batch["index"]).index(i)] == shards.examples[i]["label"]
+
+
+def test_preparing_the_same_corpus_again_writes_the_same_shards(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_shards_v1", FIXTURE / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    out = make.build(tmp_path)
+    stored = json.loads((FIXTURE / "metadata.json").read_text())
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        p.name for p in FIXTURE.iterdir() if p.name not in ("make.py", "expected.json")
+    )
+    for shard in stored["shards"]:  # the records, byte for byte
+        assert (out / shard["file"]).read_bytes() == (FIXTURE / shard["file"]).read_bytes()
+    assert (out / "rejected.tsv").read_bytes() == (FIXTURE / "rejected.tsv").read_bytes()
+    # The metadata too, but for where the corpus was generated.
+    old_root, new_root = stored["source"], metadata["source"]
+    text = (FIXTURE / "metadata.json").read_text().replace(old_root, new_root)
+    assert metadata == json.loads(text)

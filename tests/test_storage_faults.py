@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 import time
 
 import jax.numpy as jnp
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 from etils import epath
 
-from sejax.data import prepare
+from sejax import io
+from sejax.data import prepare, shards
 from sejax.errors import CheckpointError, DataError
 from sejax.training.checkpoints import Checkpoints, open_for_reading
 from tests.test_prepare import make_corpus, read_shards, tiny_cfg, tree_bytes
@@ -114,7 +116,7 @@ def test_failed_shard_write_keeps_the_previous_shards(tmp_path, monkeypatch):
     cfg = tiny_cfg()
     prepare.prepare(data, out, cfg, num_workers=1, progress=False, examples_per_shard=5)
     before = tree_bytes(out)
-    tf_io = prepare._tf().io
+    tf_io = io.tensorflow().io
     monkeypatch.setattr(_FailingWriter, "real", tf_io.TFRecordWriter, raising=False)
     monkeypatch.setattr(tf_io, "TFRecordWriter", _FailingWriter)
     with pytest.raises(DataError) as info:
@@ -123,7 +125,7 @@ def test_failed_shard_write_keeps_the_previous_shards(tmp_path, monkeypatch):
     assert "could not write the shards" in str(info.value)
     assert "No space left on device" in str(info.value)
     assert tree_bytes(out) == before  # untouched, and still loadable
-    assert len(read_shards(out)) == prepare.load_metadata(out)["num_examples"] == 14
+    assert len(read_shards(out)) == shards.load_metadata(out)["num_examples"] == 14
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "shards"]  # no temp folder
 
 
@@ -133,7 +135,7 @@ def test_unwritable_parent_folder_is_a_clear_error(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(prepare.tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)  # where the staging folder comes from
     with pytest.raises(DataError, match=r"could not write the shards.*Read-only"):
         prepare.prepare(tmp_path / "data", tmp_path / "shards", tiny_cfg(), num_workers=1,
                         progress=False)  # fmt: skip

@@ -132,7 +132,7 @@ def _validate_split(config: ml_collections.ConfigDict) -> None:
     if data.get("split_by") != "random":
         return
     if not data.get("allow_leakage", False):
-        from sejax.data.input_pipeline import RANDOM_SPLIT_NEEDS_LEAKAGE
+        from sejax.data.splits import RANDOM_SPLIT_NEEDS_LEAKAGE
 
         raise ConfigError(RANDOM_SPLIT_NEEDS_LEAKAGE)
     parts = data.get("random_parts", 10)

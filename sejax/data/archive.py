@@ -18,13 +18,13 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from sejax.errors import DataError
+from sejax.io import replace_folder, staging_folder
 
 __all__ = [
     "DEFAULT_MAX_MEMBERS",
@@ -140,12 +140,6 @@ def _check_free_space(total: int, archive: Path, target: Path) -> None:
         raise DataError(f"{archive}: needs {total:,} bytes but {target.parent} has {free:,} free")
 
 
-def _move_into_place(tmp: Path, target: Path) -> None:
-    if target.exists():
-        target.rmdir()  # empty, checked before extracting
-    os.replace(tmp, target)
-
-
 def _extract_into(
     target: Path,
     archive: Path,
@@ -156,9 +150,8 @@ def _extract_into(
     """Writes checked ``(name, is_dir, member)`` entries with ``copy(member, dest)`` into a
     hidden folder beside ``target``, renamed into place only when every one is written and
     removed on any failure, so ``target`` is either complete or untouched."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    tmp = staging_folder(target)
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
         root = tmp.resolve()
         for name, is_dir, member in members:
             dest = root / PurePosixPath(name.replace("\\", "/"))
@@ -176,7 +169,8 @@ def _extract_into(
                 raise DataError(f"{archive}: {name!r}: cannot extract ({e})") from e
             except DataError as e:
                 raise DataError(f"{archive}: {e}") from None
-        _move_into_place(tmp, target)
+        # The target was empty (or absent) when checked; whatever appeared since is kept.
+        replace_folder(tmp, target, replace_existing=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

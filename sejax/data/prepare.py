@@ -1,31 +1,21 @@
 """Raw audio -> log-Mel TFRecord shards + metadata.json, once per corpus and features config.
 
-Feature extraction is the slow, embarrassingly parallel part, so worker processes compute it
-from the source paths (chunks of files per task; 'forkserver' or 'spawn' context, never a
-fork of the parent, which may already hold TensorFlow or JAX threads; workers import
-neither). The parent alone writes the shards, in metadata order, so the output is
-byte-identical whatever the number of workers.
+The shard format itself (records, metadata, fingerprint checks) is `sejax.data.shards`; this
+module writes it. Feature extraction is the slow, embarrassingly parallel part, so worker
+processes compute it from the source paths (chunks of files per task; 'forkserver' or 'spawn'
+context, never a fork of the parent, which may already hold TensorFlow or JAX threads;
+workers import neither). The parent alone writes the shards, in metadata order, so the output
+is byte-identical whatever the number of workers.
 
-Layout of ``out_dir``::
+Every file found is either prepared or rejected with a reason (`sejax.data.screening`), never
+dropped silently; ``strict`` stops at the first problem file instead.
 
-    shard-00000-of-00006.tfrecord ...   tf.train.Example per clip (see `parse_example`)
-    metadata.json                       format, features config and fingerprint, shard list,
-                                        label/actor counts, skipped files, one row per example,
-                                        and per source corpus its label map, dropped labels
-                                        and speaker names (`sejax.corpora.sources`); the
-                                        screening ``report`` (found = prepared + rejected)
-                                        and every ``rejected`` file with its problem
-    rejected.tsv                        path, problem and reason of each rejected file
-                                        (`sejax.data.screening`)
-
-Every file found is either prepared or rejected with a reason, never dropped silently;
-``strict`` stops at the first problem file instead.
-
-Everything is written into a temporary folder beside ``out_dir`` and renamed into place at
-the end, so a failure (a corrupt file, Ctrl-C) never leaves a half-written ``out_dir``. An
-existing ``out_dir`` is reused when it holds the same features fingerprint and the same source
-files (names, labels and content); anything else is refused with a `DataError` unless
-``overwrite``.
+Everything is written into a staging folder beside ``out_dir`` and renamed into place at the
+end (`sejax.io.replace_folder`), so a failure (a corrupt file, Ctrl-C) never leaves a
+half-written ``out_dir``. An existing ``out_dir`` is reused when it holds the same features
+fingerprint and the same source files (names, labels and content); anything else is refused
+with a `DataError` unless ``overwrite``. `ensure_shards` is what a run calls: the shards its
+config names, prepared first if need be.
 """
 
 from __future__ import annotations
@@ -39,28 +29,26 @@ import logging
 import math
 import multiprocessing
 import os
-import re
 import shutil
 import sys
-import tempfile
 import time
 import types
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sejax import corpora
-from sejax.configs.default import EMOTIONS
+from sejax import corpora, io
 from sejax.corpora import sources as sources_lib
-from sejax.data import audio, features, screening
+from sejax.corpora.ravdess import EMOTIONS
+from sejax.data import audio, demo, features, screening
+from sejax.data import shards as shards_lib
 from sejax.errors import ConfigError, DataError
 
-FORMAT = "sejax-shards"
-VERSION = 1
-METADATA_FILE = "metadata.json"
+if TYPE_CHECKING:
+    import ml_collections
+
 CORPORA = corpora.NAMES
 CHUNK_SIZE = 16  # files per worker task: large enough that IPC is cheap, small for balance
 # Modules the worker fork server imports once (librosa's STFT pulls in scipy.signal and numba).
@@ -70,132 +58,8 @@ _WORKER_PRELOAD = (
     "sejax.data.prepare", "soundfile", "librosa.filters", "librosa.util.utils",
     "threadpoolctl",
 )  # fmt: skip
-_SHARD_RE = re.compile(r"^shard-\d{5}-of-\d{5}\.tfrecord$")
-_REQUIRED_KEYS = (
-    "format", "version", "features_config", "fingerprint", "num_frames", "num_mels",
-    "label_names", "corpus", "source", "shards", "num_examples", "counts", "skipped",
-    "examples",
-)  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-
-def _tf():
-    """TensorFlow, imported on first use and kept off the accelerators (JAX owns them)."""
-    import tensorflow as tf
-
-    with contextlib.suppress(RuntimeError):  # already initialised: devices are fixed
-        tf.config.set_visible_devices([], "GPU")
-    return tf
-
-
-# ------------------------------------------------------------------------------------------
-# Reading shards.
-
-
-def shard_name(index: int, num_shards: int) -> str:
-    return f"shard-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def parse_example(serialized, num_frames: int, num_mels: int) -> dict:
-    """Decodes one serialized shard record; usable in ``tf.data.Dataset.map``.
-
-    Returns ``{'features': float32 [num_frames, num_mels], 'label', 'actor', 'index': int32}``.
-    """
-    tf = _tf()
-    spec = {
-        "features": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-        "actor": tf.io.FixedLenFeature([], tf.int64),
-        "index": tf.io.FixedLenFeature([], tf.int64),
-    }
-    ex = tf.io.parse_single_example(serialized, spec)
-    feats = tf.io.decode_raw(ex["features"], tf.float32, little_endian=True)
-    return {
-        "features": tf.reshape(feats, [num_frames, num_mels]),
-        "label": tf.cast(ex["label"], tf.int32),
-        "actor": tf.cast(ex["actor"], tf.int32),
-        "index": tf.cast(ex["index"], tf.int32),
-    }
-
-
-def load_metadata(out_dir: str | os.PathLike[str]) -> dict:
-    """Reads and checks ``out_dir/metadata.json`` (format, version, shard files present)."""
-    out_dir = Path(out_dir)
-    path = out_dir / METADATA_FILE
-    if not path.is_file():
-        raise DataError(
-            f"{out_dir}: no {METADATA_FILE}, so not a folder of prepared shards "
-            "(prepare raw audio with `sejax prepare`)"
-        )
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable or not JSON ({e})") from e
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise DataError(f'{path}: not sejax shard metadata (expected "format": "{FORMAT}")')
-    if metadata.get("version") != VERSION:
-        raise DataError(
-            f"{path}: shard format version {metadata.get('version')!r}; this sejax reads "
-            f"version {VERSION}. Prepare the corpus again."
-        )
-    missing = [k for k in _REQUIRED_KEYS if k not in metadata]
-    if missing:
-        raise DataError(f"{path}: incomplete metadata, missing {missing}")
-    total = sum(int(s["num_examples"]) for s in metadata["shards"])
-    if not total == metadata["num_examples"] == len(metadata["examples"]):
-        raise DataError(
-            f"{path}: inconsistent metadata: num_examples={metadata['num_examples']}, "
-            f"{len(metadata['examples'])} example rows, {total} examples in the shard list"
-        )
-    for shard in metadata["shards"]:
-        file = out_dir / shard["file"]
-        if not file.is_file():
-            raise DataError(f"shard listed in {path} is missing: {file}")
-        if "bytes" in shard and file.stat().st_size != shard["bytes"]:
-            raise DataError(
-                f"shard {file} has {file.stat().st_size} bytes, {path} says {shard['bytes']}: "
-                "truncated or modified; prepare again"
-            )
-    return metadata
-
-
-def _config_differences(stored: dict, wanted: dict) -> list[str]:
-    keys = sorted(set(stored) | set(wanted))
-    return [
-        f"features.{k}: {stored.get(k, '<absent>')!r} in the shards, "
-        f"{wanted.get(k, '<absent>')!r} in the config"
-        for k in keys
-        if stored.get(k) != wanted.get(k)
-    ]
-
-
-def check_compatible(metadata: dict, features_cfg: Any, *, where: str | None = None) -> None:
-    """Raises DataError unless the shards were computed with exactly ``features_cfg``.
-
-    The message shows both fingerprints and every differing key, so mixing features from two
-    front ends is impossible and the fix (prepare again) is obvious.
-    """
-    wanted_fp = features.fingerprint(features_cfg)
-    stored_fp = metadata.get("fingerprint")
-    if stored_fp == wanted_fp:
-        return
-    wanted = features.canonical_config(features_cfg)
-    diffs = _config_differences(dict(metadata.get("features_config") or {}), wanted)
-    if not diffs:
-        diffs = [
-            f"no key differs: the shards use feature format version "
-            f"{metadata.get('features_version')!r}, this sejax computes version "
-            f"{features.FEATURES_VERSION}"
-        ]
-    place = f" in {where}" if where else ""
-    raise DataError(
-        f"prepared shards{place} were computed with a different features config "
-        f"(shards fingerprint {stored_fp}, config fingerprint {wanted_fp}). Differing keys:\n  "
-        + "\n  ".join(diffs)
-        + "\nPrepare the corpus again into another folder, or pass overwrite=True to replace "
-        "these shards."
-    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -372,60 +236,6 @@ def _hash_file(source: str) -> str:
     return hashlib.sha256(audio.read_source(source)).hexdigest()
 
 
-def _example_proto(tf, feats: bytes, row: dict) -> bytes:
-    def ints(v: int):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-
-    def raw(v: bytes):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-
-    example = tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                "features": raw(feats),
-                "label": ints(row["label"]),
-                "actor": ints(row["actor"]),
-                "intensity": ints(row["intensity"]),
-                "statement": ints(row["statement"]),
-                "repetition": ints(row["repetition"]),
-                "index": ints(row["index"]),
-                "sha256": raw(row["sha256"].encode("ascii")),
-            }
-        )
-    )
-    return example.SerializeToString(deterministic=True)
-
-
-def _example_row(
-    e: sources_lib.Example, index: int, shard: str, *, sha256: str, num_samples: int
-) -> dict:
-    """One ``metadata.json`` example; ``num_samples`` is the clip length before crop/pad.
-
-    ``label``/``emotion`` are the target label; ``corpus_label`` is the corpus's own name
-    for it and ``speaker`` the corpus's own speaker name (``actor`` is its id here).
-    """
-    r = e.recording
-    return {
-        "index": index,
-        "source": r.source,
-        "corpus": e.corpus,
-        "speaker": r.speaker,
-        "actor": e.actor,
-        "gender": r.gender,
-        "label": e.label,
-        "emotion": e.emotion,
-        "corpus_label": r.emotion,
-        "intensity": r.intensity,
-        "statement": r.statement,
-        "repetition": r.repetition,
-        "text": r.text,
-        "split": r.split,
-        "sha256": sha256,
-        "num_samples_original": num_samples,
-        "shard": shard,
-    }
-
-
 def _counts(rows: Sequence[dict], label_names: Sequence[str]) -> dict:
     by_label = collections.Counter(r["emotion"] for r in rows)
     by_actor = collections.Counter(int(r["actor"]) for r in rows)
@@ -448,7 +258,7 @@ def _write_shards(
 ) -> tuple[list[dict], list[dict], list[screening.Rejected]]:
     """Screens every clip, writes the features of the good ones into shards; returns (shards,
     example rows, rejected files). ``strict``: the first rejected file raises DataError."""
-    tf = _tf()
+    tf = io.tensorflow()
     chunks = [
         [u.source for u in utterances[i : i + CHUNK_SIZE]]
         for i in range(0, len(utterances), CHUNK_SIZE)
@@ -482,10 +292,10 @@ def _write_shards(
                         shards.append({"file": f"shard-{len(shards):05d}.partial",
                                        "num_examples": 0})  # fmt: skip
                         writer = tf.io.TFRecordWriter(str(tmp / shards[-1]["file"]))
-                    row = _example_row(utterance, index, shards[-1]["file"],
-                                       sha256=result.sha256,
-                                       num_samples=result.num_samples)  # fmt: skip
-                    writer.write(_example_proto(tf, result.features, row))
+                    row = shards_lib.example_row(utterance, index, shards[-1]["file"],
+                                                 sha256=result.sha256,
+                                                 num_samples=result.num_samples)  # fmt: skip
+                    writer.write(shards_lib.example_proto(tf, result.features, row))
                     shards[-1]["num_examples"] += 1
                     rows.append(row)
                 advance(len(results))
@@ -493,7 +303,7 @@ def _write_shards(
         if writer is not None:
             writer.close()
     # Final names, now that the number of shards is known.
-    names = {s["file"]: shard_name(i, len(shards)) for i, s in enumerate(shards)}
+    names = {s["file"]: shards_lib.shard_name(i, len(shards)) for i, s in enumerate(shards)}
     for shard in shards:
         os.rename(tmp / shard["file"], tmp / names[shard["file"]])
         shard["file"] = names[shard["file"]]
@@ -509,8 +319,8 @@ def _write_shards(
 
 def _is_replaceable(directory: Path) -> bool:
     """Only folders holding nothing but our own files may be replaced (never user data)."""
-    ours = (METADATA_FILE, screening.REPORT_FILE)
-    return all(p.name in ours or _SHARD_RE.match(p.name) for p in directory.iterdir())
+    ours = (shards_lib.METADATA_FILE, screening.REPORT_FILE)
+    return all(p.name in ours or shards_lib.is_shard_file(p.name) for p in directory.iterdir())
 
 
 def _existing_metadata(out_dir: Path, overwrite: bool) -> dict | None:
@@ -528,12 +338,13 @@ def _existing_metadata(out_dir: Path, overwrite: bool) -> dict | None:
     if overwrite:
         if not _is_replaceable(out_dir):
             raise DataError(
-                f"{out_dir} holds files other than shards and {METADATA_FILE}; refusing to "
+                f"{out_dir} holds files other than shards and {shards_lib.METADATA_FILE}; "
+                "refusing to "
                 "replace it even with overwrite=True. Choose another output folder."
             )
         return None
     try:
-        return load_metadata(out_dir)
+        return shards_lib.load_metadata(out_dir)
     except DataError as e:
         hint = " or pass overwrite=True" if _is_replaceable(out_dir) else ""
         raise DataError(
@@ -603,27 +414,6 @@ def _source_differences(
 
 def _label_key_of(e: sources_lib.Example) -> tuple:
     return (e.source, e.label, e.actor, e.recording.split)
-
-
-def _commit(tmp: Path, out_dir: Path) -> None:
-    """Moves the finished temporary folder to ``out_dir``, replacing our old shards if any."""
-    os.chmod(tmp, 0o755)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out_dir, old)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            os.rename(old, out_dir)  # put the previous shards back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    try:
-        os.rename(tmp, out_dir)  # atomic; replaces an empty folder
-    except OSError as e:
-        raise DataError(
-            f"{out_dir} appeared while preparing (another process?); run again to reuse it"
-        ) from e
 
 
 def _is_storage_error(e: BaseException) -> bool:
@@ -709,14 +499,14 @@ def data_options(data_cfg: Any) -> dict[str, Any]:
     return {
         "corpus": data_cfg.corpus,
         "on_bad_name": data_cfg.on_bad_name,
-        "strict": bool(data_cfg.get("strict", False)),
-        "min_duration_s": float(data_cfg.get("min_duration_s", screening.Limits.min_s)),
-        "max_duration_s": float(data_cfg.get("max_duration_s", screening.Limits.max_s)),
+        "strict": bool(data_cfg.strict),
+        "min_duration_s": float(data_cfg.min_duration_s),
+        "max_duration_s": float(data_cfg.max_duration_s),
         "num_workers": data_cfg.num_workers,
         "examples_per_shard": data_cfg.examples_per_shard,
-        "labels": tuple(data_cfg.get("labels", EMOTIONS)),
-        "label_map": tuple(data_cfg.get("label_map", ())),
-        "extra_sources": tuple(data_cfg.get("extra_sources", ())),
+        "labels": tuple(data_cfg.labels),
+        "label_map": tuple(data_cfg.label_map),
+        "extra_sources": tuple(data_cfg.extra_sources),
     }
 
 
@@ -791,7 +581,7 @@ def prepare(
 
     existing = _existing_metadata(out_dir, overwrite)
     if existing is not None:
-        check_compatible(existing, cfg, where=str(out_dir))
+        shards_lib.check_compatible(existing, cfg, where=str(out_dir))
         diffs = _source_differences(existing, utterances, collection.label_names, limits)
         if diffs:
             raise DataError(
@@ -811,8 +601,7 @@ def prepare(
     num_chunks = math.ceil(len(utterances) / CHUNK_SIZE)
     workers = _resolve_workers(num_workers, num_chunks)
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        tmp = io.staging_folder(out_dir)
     except OSError as e:
         raise _storage_error(e, out_dir) from e
     try:
@@ -831,8 +620,8 @@ def prepare(
             )
         label_names = collection.label_names
         metadata = {
-            "format": FORMAT,
-            "version": VERSION,
+            "format": shards_lib.FORMAT,
+            "version": shards_lib.VERSION,
             "features_config": cfg,
             "features_version": features.FEATURES_VERSION,
             "fingerprint": fingerprint,
@@ -852,8 +641,11 @@ def prepare(
             "examples": rows,
         }
         screening.write_report(tmp / screening.REPORT_FILE, rejected)
-        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
-        _commit(tmp, out_dir)
+        (tmp / shards_lib.METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n",
+                                                    encoding="utf-8")  # fmt: skip
+        # Our old shards (overwrite) are put back if the rename fails; a folder that appeared
+        # meanwhile (another process) is never replaced.
+        io.replace_folder(tmp, out_dir, replace_existing=overwrite)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if _is_storage_error(e):
@@ -866,3 +658,47 @@ def prepare(
         summary["num_examples"], summary["num_shards"], out_dir, workers, summary["seconds"],
     )  # fmt: skip
     return summary
+
+
+# ------------------------------------------------------------------------------------------
+# Where a run's shards come from.
+
+
+def ensure_shards(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
+    """A folder of prepared shards matching ``config.features``, prepared first if needed.
+
+    ``config.data.path`` names prepared shards (used as they are, once checked against the
+    config), raw audio (a zip, folder or manifest, prepared once into ``data.prepared_dir`` or
+    ``workdir/prepared``), or nothing: the built-in demo corpus, generated into the workdir.
+    """
+    workdir = Path(workdir)
+    data_path = str(config.data.path)
+    cache = Path(config.data.prepared_dir) if config.data.prepared_dir else workdir / "prepared"
+    if not data_path:
+        if config.data.corpus != "ravdess":
+            raise ConfigError(
+                f"data.corpus={config.data.corpus!r} needs data.path; an empty data.path means "
+                "the built-in demo corpus, which is RAVDESS-named"
+            )
+        source = demo.generate_demo_corpus(
+            workdir / "demo_corpus",
+            actors=tuple(config.data.demo_actors),
+            repetitions=tuple(config.data.demo_repetitions),
+            sample_rate=config.features.sample_rate,
+            duration_s=config.features.duration_s,
+        )
+    else:
+        source = Path(data_path).expanduser()
+        if not source.exists():
+            raise DataError(f"data.path does not exist: {source}")
+        if (source / shards_lib.METADATA_FILE).is_file():
+            metadata = shards_lib.load_metadata(source)
+            shards_lib.check_compatible(metadata, config.features)
+            if list(metadata["label_names"]) != list(config.data.labels):
+                raise ConfigError(
+                    f"the shards in {source} have labels {metadata['label_names']}, but "
+                    f"data.labels={list(config.data.labels)}; prepare them again"
+                )
+            return source
+    prepare(source, cache, config.features, **data_options(config.data))
+    return cache

@@ -64,8 +64,7 @@ class Limits:
 
     @classmethod
     def from_config(cls, data_cfg: Any) -> Limits:
-        return cls(float(data_cfg.get("min_duration_s", cls.min_s)),
-                   float(data_cfg.get("max_duration_s", cls.max_s)))  # fmt: skip
+        return cls(float(data_cfg.min_duration_s), float(data_cfg.max_duration_s))
 
     def to_json(self) -> dict[str, float]:
         return {"min_duration_s": self.min_s, "max_duration_s": self.max_s}

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sejax.data import features, input_pipeline, prepare
+from sejax.data import shards as shards_lib
 from sejax.errors import ConfigError, DataError
 from sejax.evaluation import metrics as evaluation
 from sejax.training import train
@@ -49,9 +50,9 @@ def _prepared(
     """A shard folder of ``data`` with the model's features and labels (cached)."""
     config = trained.config
     labels = list(trained.meta["label_names"])
-    if (data / prepare.METADATA_FILE).is_file():  # already prepared shards
-        metadata = prepare.load_metadata(data)
-        prepare.check_compatible(metadata, config.features, where=str(data))
+    if (data / shards_lib.METADATA_FILE).is_file():  # already prepared shards
+        metadata = shards_lib.load_metadata(data)
+        shards_lib.check_compatible(metadata, config.features, where=str(data))
         if list(metadata["label_names"]) != labels:
             raise DataError(
                 f"the shards in {data} have labels {metadata['label_names']}, the model "

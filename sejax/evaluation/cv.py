@@ -263,15 +263,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, log: Any = print
 
     Returns the cv.json record; ``log`` receives one progress line per fold.
     """
-    from sejax.data import input_pipeline, prepare
+    from sejax.data import prepare
+    from sejax.data import shards as shards_lib
     from sejax.training import train
 
     validate(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    shards_dir = input_pipeline.resolve_shards(config, workdir)
-    examples = prepare.load_metadata(shards_dir)["examples"]
+    shards_dir = prepare.ensure_shards(config, workdir)
+    examples = shards_lib.load_metadata(shards_dir)["examples"]
     folds = folds_for(config, examples)
     selected = set(config.cv.get("only_folds", ())) or {f.index for f in folds}
     for fold in folds:

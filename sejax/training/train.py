@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sejax.configs import loading as config_lib
 from sejax.configs.validation import check_average_last, validate
-from sejax.data import input_pipeline
+from sejax.data import input_pipeline, prepare, splits
 from sejax.errors import CheckpointError, ConfigError, SejaxError
 from sejax.evaluation import metrics as evaluation
 from sejax.training import augment, distributed, parallel, train_state
@@ -146,12 +146,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     # Input: shards, actor-disjoint split, normalisation from the training actors.
     shards_dir = distributed.main_process_first(
-        lambda: input_pipeline.resolve_shards(config, workdir), "prepare the shards"
+        lambda: prepare.ensure_shards(config, workdir), "prepare the shards"
     )
     shards = input_pipeline.Shards(shards_dir)
-    split = input_pipeline.split_by_actor(shards.examples, config.data)
+    split = splits.make_split(shards.examples, config.data)
     if main:
-        input_pipeline.write_split(workdir / "split.json", split, shards.examples)
+        splits.write_split(workdir / "split.json", split, shards.examples)
     if split.leaking:
         console.print(f"[bold red]WARNING: leaking split[/] {LEAKING_NOTE}")
     norm = shards.normalization(split.indices["train"], config.data.normalization)
@@ -433,7 +433,7 @@ def precise_batch_stats(trained: Trained, num_batches: int) -> train_state.Train
     if num_batches < 1:
         raise ConfigError(f"precise BatchNorm needs >= 1 batch, got {num_batches}")
     shards = _shards_of(trained)
-    split = input_pipeline.split_by_actor(shards.examples, config.data)
+    split = splits.make_split(shards.examples, config.data)
     epoch = max(trained.step // meta["steps_per_epoch"] - 1, 0)
     batches = shards.train_batches(
         split.indices["train"], trained.norm, batch_size=config.train.batch_size,
@@ -467,7 +467,7 @@ def evaluate(
         members = [trained if step == trained.step else load_trained(workdir, step)
                    for step in steps]  # fmt: skip
     shards = _shards_of(trained)
-    split = input_pipeline.split_by_actor(shards.examples, config.data)
+    split = splits.make_split(shards.examples, config.data)
     reports = {}
     for name in splits:
         if name not in split.indices:

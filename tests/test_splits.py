@@ -1,5 +1,6 @@
-"""The leakage guard: no speaker and no identical recording on two sides of a split, unless
-the config asks for a leaking split, which is then marked everywhere."""
+"""sejax.data.splits: splits by actor, by a manifest's column or random clips, and the leakage
+guard: no speaker and no identical recording on two sides of a split, unless the config asks
+for a leaking split, which is then marked everywhere. Splits need only the metadata rows."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from sejax.configs import loading as config_lib
 from sejax.configs.default import get_config
 from sejax.configs.validation import validate
-from sejax.data import input_pipeline
+from sejax.data import splits
 from sejax.errors import ConfigError, DataError
 
 
@@ -34,7 +35,7 @@ def data_cfg(**overrides):
 
 
 def test_actor_split_is_not_leaking():
-    split = input_pipeline.split_by_actor(rows(), data_cfg(val_actors="(5,)", test_actors="(6,)"))
+    split = splits.make_split(rows(), data_cfg(val_actors="(5,)", test_actors="(6,)"))
     assert not split.leaking and split.to_json()["leaking"] is False
     assert split.leakage["shared_actors"] == {} and split.leakage["shared_audio"] == []
     assert split.leakage["examples_without_sha256"] == 0
@@ -43,14 +44,14 @@ def test_actor_split_is_not_leaking():
 def test_identical_audio_across_sides_is_refused_but_fine_within_a_side():
     cfg = data_cfg(val_actors="(5,)", test_actors="(6,)")
     # Actor_07-style: a byte-identical pair inside one actor (here both in training).
-    inside = input_pipeline.split_by_actor(rows(duplicate=(0, 1)), cfg)
+    inside = splits.make_split(rows(duplicate=(0, 1)), cfg)
     assert not inside.leaking
     # The same bytes under a training actor and a test actor.
     with pytest.raises(DataError, match=r"1 identical recording.*train:Actor_01/00\.wav = "
                                         r"test:Actor_06/00\.wav"):  # fmt: skip
-        input_pipeline.split_by_actor(rows(duplicate=(0, 80)), cfg)
+        splits.make_split(rows(duplicate=(0, 80)), cfg)
     allowed = data_cfg(val_actors="(5,)", test_actors="(6,)", allow_leakage="True")
-    split = input_pipeline.split_by_actor(rows(duplicate=(0, 80)), allowed)
+    split = splits.make_split(rows(duplicate=(0, 80)), allowed)
     assert split.leaking and split.to_json()["leaking"] is True
     [shared] = split.leakage["shared_audio"]
     assert shared["train"] == ["Actor_01/00.wav"] and shared["test"] == ["Actor_06/00.wav"]
@@ -61,8 +62,8 @@ def test_guard_names_speakers_on_two_sides():
     indices = {"train": np.arange(0, 40), "validation": np.arange(40, 60),
                "test": np.arange(60, 96)}  # fmt: skip
     with pytest.raises(ConfigError, match=r"train/validation: \[3\].*validation/test: \[4\]"):
-        input_pipeline.check_leakage(examples, indices, allow=False)
-    found = input_pipeline.check_leakage(examples, indices, allow=True)
+        splits.check_leakage(examples, indices, allow=False)
+    found = splits.check_leakage(examples, indices, allow=True)
     assert found["leaking"] and found["shared_actors"] == {"train/validation": [3],
                                                            "validation/test": [4]}  # fmt: skip
 
@@ -72,10 +73,10 @@ def test_random_split_needs_allow_leakage_and_is_stratified():
     with pytest.raises(ConfigError, match=r"data\.allow_leakage=True"):
         validate(config)
     with pytest.raises(ConfigError, match="speaker leakage"):
-        input_pipeline.split_by_actor(rows(), config.data)
+        splits.make_split(rows(), config.data)
     cfg = data_cfg(split_by="random", allow_leakage="True")
     examples = rows(per_actor=40)  # 240 clips, 30 per label
-    split = input_pipeline.split_by_actor(examples, cfg)
+    split = splits.make_split(examples, cfg)
     sizes = {n: len(i) for n, i in split.indices.items()}
     assert sizes == {"train": 168, "validation": 24, "test": 48}  # 70 / 10 / 20
     assert sorted(np.concatenate(list(split.indices.values())).tolist()) == list(range(240))
@@ -83,15 +84,15 @@ def test_random_split_needs_allow_leakage_and_is_stratified():
         counts = np.bincount([examples[i]["label"] for i in idx], minlength=8)
         assert counts.max() - counts.min() <= 1  # stratified by label
     assert split.leaking and "train/test" in split.leakage["shared_actors"]
-    again = input_pipeline.split_by_actor(examples, cfg)
+    again = splits.make_split(examples, cfg)
     assert all(np.array_equal(again.indices[n], split.indices[n]) for n in split.indices)
     reseeded = data_cfg(split_by="random", allow_leakage="True", split_seed="1")
-    other = input_pipeline.split_by_actor(examples, reseeded)
+    other = splits.make_split(examples, reseeded)
     assert not np.array_equal(other.indices["test"], split.indices["test"])
 
 
 def test_random_parts_are_even():
-    parts = input_pipeline.random_parts(np.arange(50) % 3, num_parts=12, seed=0)
+    parts = splits.random_parts(np.arange(50) % 3, num_parts=12, seed=0)
     assert np.bincount(parts, minlength=12).max() - np.bincount(parts).min() <= 1
     for label in range(3):
         counts = np.bincount(parts[np.arange(50) % 3 == label], minlength=12)
@@ -116,10 +117,8 @@ def test_manifest_split_with_a_shared_speaker_only_when_allowed():
     examples = [{"source": f"f{i}", "actor": a, "speaker": f"s{a}", "split": s, "label": 0}
                 for i, (s, a) in enumerate([("train", 1), ("train", 2), ("test", 2)])]  # fmt: skip
     with pytest.raises(ConfigError, match="allow_leakage"):
-        input_pipeline.split_by_actor(examples, data_cfg(split_by="manifest"))
-    split = input_pipeline.split_by_actor(
-        examples, data_cfg(split_by="manifest", allow_leakage="True")
-    )
+        splits.make_split(examples, data_cfg(split_by="manifest"))
+    split = splits.make_split(examples, data_cfg(split_by="manifest", allow_leakage="True"))
     assert split.leaking and split.leakage["shared_actors"] == {"train/test": [2]}
     assert split.leakage["examples_without_sha256"] == 3
 
@@ -127,8 +126,62 @@ def test_manifest_split_with_a_shared_speaker_only_when_allowed():
 def test_write_split_records_the_leak(tmp_path):
     cfg = data_cfg(val_actors="(5,)", test_actors="(6,)", allow_leakage="True")
     examples = rows(duplicate=(0, 80))
-    split = input_pipeline.split_by_actor(examples, cfg)
-    input_pipeline.write_split(tmp_path / "split.json", split, examples)
+    split = splits.make_split(examples, cfg)
+    splits.write_split(tmp_path / "split.json", split, examples)
     record = json.loads((tmp_path / "split.json").read_text())
     assert record["leaking"] is True and len(record["leakage"]["shared_audio"]) == 1
     assert record["test"]["actors"] == [6] and len(record["test"]["sources"]) == 16
+
+
+def _data_cfg(val=(5,), test=(6,)):
+    c = get_config().data
+    c.val_actors, c.test_actors = val, test
+    return c
+
+
+def test_split_is_actor_disjoint_and_complete():
+    examples = rows()
+    split = splits.make_split(examples, _data_cfg())
+    assert split.actors == {"train": (1, 2, 3, 4), "validation": (5,), "test": (6,)}
+    seen = np.concatenate(list(split.indices.values()))
+    assert sorted(seen.tolist()) == list(range(len(examples)))  # complete, no overlap
+    for name, idx in split.indices.items():
+        assert {examples[i]["actor"] for i in idx} == set(split.actors[name])
+
+
+def test_split_errors_name_the_key():
+    examples = rows()
+    with pytest.raises(ConfigError, match=r"data\.test_actors names actors \[9\]"):
+        splits.make_split(examples, _data_cfg(test=(9,)))
+    with pytest.raises(ConfigError, match="the train split is empty"):
+        splits.make_split(examples, _data_cfg(val=(1, 2, 3), test=(4, 5, 6)))
+
+
+def test_every_actor_can_train():
+    """No validation or test actors: a final model trained on everything (nothing evaluated)."""
+    examples = rows()
+    split = splits.make_split(examples, _data_cfg(val=(), test=()))
+    assert len(split.indices["train"]) == len(examples)
+    assert len(split.indices["validation"]) == len(split.indices["test"]) == 0
+
+
+def _manifest_rows(splits_and_speakers):
+    return [{"source": f"f{i}", "actor": actor, "speaker": f"s{actor}", "split": split}
+            for i, (split, actor) in enumerate(splits_and_speakers)]  # fmt: skip
+
+
+def test_manifest_split_is_used_and_must_be_speaker_disjoint():
+    cfg = get_config().data
+    cfg.split_by = "manifest"
+    split = splits.make_split(
+        _manifest_rows([("train", 1), ("train", 2), ("validation", 3), ("test", 4), ("test", 4)]),
+        cfg,
+    )
+    assert split.actors == {"train": (1, 2), "validation": (3,), "test": (4,)}
+    assert split.indices["test"].tolist() == [3, 4]
+    with pytest.raises(
+        ConfigError, match=r"speaker\(s\) \['s2'\] are in both the train and the test"
+    ):
+        splits.make_split(_manifest_rows([("train", 2), ("test", 2)]), cfg)
+    with pytest.raises(ConfigError, match="1 example\\(s\\) have no split"):
+        splits.make_split(_manifest_rows([("train", 1), ("", 2), ("test", 3)]), cfg)
