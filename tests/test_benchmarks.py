@@ -1,13 +1,16 @@
-"""The peer twins are the reference network, and the harness writes the agreed JSON keys.
+"""The peer twins are the reference network, and the harnesses time and report as they say.
 
 Guards the comparison in ``benchmarks/peers.py``: a twin with another parameter count or
 output shape would make every ratio meaningless. PyTorch is not a test dependency, so its
-checks skip where it is absent.
+checks skip where it is absent. The harnesses run on scripted clocks: what is checked is how
+they time (compile apart, warm-up untimed, medians, sums) and that they refuse to time
+computations that disagree, not how fast this machine is.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -51,31 +54,100 @@ def test_torch_twin_matches_the_reference():
     assert frozen and all(n.startswith("lstm.bias_hh") for n in frozen)
 
 
-def test_harness_json_line_has_the_step_throughput_keys():
-    calls = []
-    row = peers.time_steps(lambda: calls.append(1), warmup=2, steps=3, batch=32)
-    assert len(calls) == 1 + 2 + 3
-    row = peers.add_flops({"framework": "dummy", **row}, 1e11, "cpu:cpu")
+class _Clock:
+    """A stand-in for ``time.perf_counter`` that only the step functions move forward."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _scripted_steps(clock: _Clock, durations: list[float]):
+    """A step function whose n-th call takes ``durations[n]`` seconds of ``clock``."""
+    pending = iter(durations)
+
+    def step() -> None:
+        clock.now += next(pending)
+
+    return step
+
+
+def test_harness_times_the_compile_apart_and_the_median_of_the_timed_steps(monkeypatch):
+    """`peers.time_steps`: the first call is the compile, the warm-up is not timed, the step
+    time is the median of the timed calls; `add_flops` rates the examples per second against
+    the matmul rate. On a scripted clock, so every number is known."""
+    clock = _Clock()
+    monkeypatch.setattr(peers, "time", clock)
+    step = _scripted_steps(clock, [5.0, 100.0, 100.0, 0.010, 0.030, 0.020])
+    row = peers.time_steps(step, warmup=2, steps=3, batch=32)
+    assert row["compile_s"] == 5.0 and row["timed_steps"] == 3
+    assert row["step_ms"] == 20.0 and row["examples_per_s"] == 1600.0  # 32 / 20 ms
+    row = peers.add_flops({"framework": "dummy", **row}, 1e13, "cpu:cpu")
     line = json.loads(json.dumps(row))
     assert set(peers.REQUIRED_KEYS) <= set(line)
     assert line["batch"] == 32 and line["examples_per_s"] > 0
-    assert line["mfu"] == pytest.approx(line["examples_per_s"] * 1.5e9 / 1e11, rel=1e-2)
+    assert line["mfu"] == pytest.approx(line["examples_per_s"] * 1.5e9 / 1e13, rel=1e-2)
+    assert line["gflop_per_s"] == 2400.0 and line["mfu"] == 0.24  # 1.5 GFLOP per example
+    assert line["device"] == "cpu:cpu" and line["matmul_gflop_per_s"] == 10000.0
 
 
-def test_conv_layers_times_the_same_gradients_in_xla_sejax_and_tensorflow(monkeypatch, capsys):
+def test_rounds_taking_turns_report_the_median_of_their_medians(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(peers, "time", clock)
+    timer = peers.StepTimer(_scripted_steps(clock, [0.001, 0.002, 0.009, 0.004, 0.004, 0.004]))
+    assert timer.timed(3) == pytest.approx([0.001, 0.002, 0.009])
+    timer.timed(3)
+    timer.add_round(0.006, steps=10)  # a round measured elsewhere: its median, 10 steps
+    row = timer.result(batch=8)
+    assert row["round_step_ms"] == [2.0, 4.0, 6.0] and row["step_ms"] == 4.0
+    assert row["timed_steps"] == 16 and row["compile_s"] is None
+
+
+def test_conv_layers_refuses_to_time_variants_that_disagree(monkeypatch, capsys):
     """benchmarks/conv_layers.py checks, before timing, that XLA's, sejax's and TensorFlow's
-    gradients agree on every block; it prints one line per block and a sum over the four."""
+    gradients agree: a wrong kernel stops it before the first block's line."""
     import conv_layers
 
     monkeypatch.setattr(sys, "argv", ["conv_layers.py", "--batch", "1", "--repeats", "1"])
+    monkeypatch.setattr(conv_layers.kernels, "conv2d_same",
+                        lambda x, k: 1.5 * conv_layers._lax_conv(x, k))  # fmt: skip
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        conv_layers.main()
+    assert "{" not in capsys.readouterr().out
+
+
+def test_conv_layers_times_the_same_gradients_in_xla_sejax_and_tensorflow(monkeypatch, capsys):
+    """benchmarks/conv_layers.py prints one line per block, each variant's median over the
+    repeats, and a line with the sum over the four blocks and its share of the matmul rate
+    (timings scripted: 1, 2, 3 ms per call for xla, sejax, tf, times the repeat's number)."""
+    import conv_layers
+
+    monkeypatch.setattr(sys, "argv", ["conv_layers.py", "--batch", "1", "--repeats", "3"])
+    monkeypatch.setattr(conv_layers, "matmul_flops_per_s", lambda: 1e11)
+    calls = itertools.count()
+
+    def elapsed_ms(run) -> float:  # calls go repeat by repeat, xla, sejax, tf in turn
+        n = next(calls) % 9
+        return (1 + n % 3) * [1.0, 5.0, 2.0][n // 3]  # repeats 1, 5, 2: median 2
+
+    monkeypatch.setattr(conv_layers, "_elapsed_ms", elapsed_ms)
     conv_layers.main()
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [x["block"] for x in lines[:4]] == [
         "1x301x64x1->32", "1x150x32x32->64", "1x75x16x64->128", "1x37x8x128->128"
     ]  # fmt: skip
+    for block in lines[:4]:
+        assert (block["xla_ms"], block["sejax_ms"], block["tf_ms"]) == (2.0, 4.0, 6.0)
+        assert block["tf_over_sejax"] == round(4.0 / 6.0, 2)
     total = lines[4]
     for name in ("xla", "sejax", "tf"):
         assert total[f"{name}_ms"] == pytest.approx(
             sum(x[f"{name}_ms"] for x in lines[:4]), abs=0.3
         )
         assert total[f"{name}_share_of_matmul_rate"] > 0
+    assert (total["xla_ms"], total["sejax_ms"], total["tf_ms"]) == (8.0, 16.0, 24.0)
+    flops = sum(3 * 2 * t * f * 9 * cin * cout for (t, f, cin), cout in conv_layers.BLOCKS)
+    assert total["xla_share_of_matmul_rate"] == round(flops / 8.0 / 1e6 / 100.0, 3)
+    assert total["matmul_gflop_per_s"] == 100.0 and total["sejax_over_tf_time"] == 0.67
