@@ -88,7 +88,7 @@ def fed_vs_fixed(
 
     config = default.get_config()
     config.train.batch_size = batch
-    state = par.put_state(train_state.create_train_state_from_config(
+    state = par.put_state(train_state.create_train_state(
         config, steps_per_epoch=100, seed=0, bn_axis_name=parallel.AXIS))  # fmt: skip
     batches = shards.train_batches(indices, norm, batch_size=batch, seed=0, epoch=99,
                                    shuffle_buffer=2048, prefetch=prefetch)  # fmt: skip

@@ -61,7 +61,7 @@ def measure(
     config.model.scan_unroll, config.model.dtype = unroll, dtype
     config.model.update(OPS[ops])
     par = parallel.make_parallel(config.train)
-    fresh = train_state.create_train_state_from_config(
+    fresh = train_state.create_train_state(
         config, steps_per_epoch=100, seed=0, bn_axis_name=parallel.AXIS
     )
     state = par.put_state(fresh)

@@ -17,7 +17,7 @@ from sejax.configs.validation import validate
 from sejax.errors import ConfigError
 from sejax.model.models import build_model
 from sejax.training import augment, steps
-from sejax.training.train_state import create_train_state, make_optimizer
+from sejax.training.train_state import init_train_state, make_optimizer
 
 B, T, F, C = 8, 16, 8, 8
 KEY = jax.random.key(0)
@@ -146,7 +146,7 @@ def state():
     cfg.conv_channels, cfg.lstm_layers = (4,), 0  # no LSTM: the step compiles in seconds
     tx = make_optimizer(get_config().train, steps_per_epoch=10)
     with jax.threefry_partitionable(False):  # faster to compile on CPU; values do not matter
-        return create_train_state(jax.random.PRNGKey(0), build_model(cfg), (1, T, F), tx)
+        return init_train_state(jax.random.PRNGKey(0), build_model(cfg), (1, T, F), tx)
 
 
 def test_train_step_with_a_recipe_is_deterministic_in_the_step(state):

@@ -63,7 +63,7 @@ def test_inference_and_precise_batch_norm_run_with_the_average():
     cfg = get_model_config()
     cfg.conv_channels, cfg.lstm_units, cfg.lstm_layers = (4, 8), 8, 1
     model = build_model(cfg)
-    state = train_state.create_train_state(jax.random.PRNGKey(0), model, (1, 32, 16), optax.sgd(0))
+    state = train_state.init_train_state(jax.random.PRNGKey(0), model, (1, 32, 16), optax.sgd(0))
     ema = jax.tree.map(lambda p: p * 0.5 + 0.01, state.params)
     averaged = state.replace(ema_params=ema, ema_decay=0.9)
     x = np.random.default_rng(0).normal(size=(4, 32, 16)).astype(np.float32)

@@ -32,7 +32,7 @@ from sejax.configs.default import get_config, get_model_config
 from sejax.errors import ConfigError
 from sejax.model.models import build_model
 from sejax.training.parallel import AXIS, make_parallel
-from sejax.training.train_state import create_train_state
+from sejax.training.train_state import init_train_state
 
 # XLA:CPU compiles the default (partitionable) threefry draws of 4-D conv kernels several
 # times slower; this process only compares runs with each other, so take the other stream.
@@ -53,7 +53,7 @@ def fresh_state(m):
     # Plain SGD: unlike Adam, its update scales with the gradient, so a gradient summed
     # instead of averaged over devices would show.
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
-    return create_train_state(jax.random.PRNGKey(0), m, (1, 32, 16), tx)
+    return init_train_state(jax.random.PRNGKey(0), m, (1, 32, 16), tx)
 
 out = {"num_devices": jax.device_count()}
 for mode in ("pmap", "jit"):

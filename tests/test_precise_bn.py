@@ -15,7 +15,7 @@ from sejax.errors import ConfigError
 from sejax.model.models import build_model
 from sejax.training import steps
 from sejax.training.parallel import AXIS, make_parallel
-from sejax.training.train_state import create_train_state
+from sejax.training.train_state import init_train_state
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def setup():
     cfg.conv_channels, cfg.lstm_units, cfg.lstm_layers = (4, 8), 8, 1
     cfg.conv_dropout, cfg.head_dropout = 0.2, 0.3  # on: calibration must switch it off
     model = build_model(cfg, bn_axis_name=AXIS)
-    state = create_train_state(jax.random.PRNGKey(0), model, (1, 32, 16), optax.adam(1e-3))
+    state = init_train_state(jax.random.PRNGKey(0), model, (1, 32, 16), optax.adam(1e-3))
     # Stale running averages, as a short run's lagging momentum leaves them.
     stale = jax.tree.map(lambda x: x + 3.0, state.batch_stats)
     state = state.replace(batch_stats=stale)
@@ -103,6 +103,6 @@ def test_batch_stats_step_refuses_a_model_it_cannot_calibrate():
         def __call__(self, x, *, train):
             return nn.BatchNorm(use_running_average=not train)(x)
 
-    state = create_train_state(jax.random.PRNGKey(0), Plain(), (2, 4), optax.sgd(0.1))
+    state = init_train_state(jax.random.PRNGKey(0), Plain(), (2, 4), optax.sgd(0.1))
     with pytest.raises(ConfigError, match="precise_bn_batches"):
         steps.batch_stats_step(state, {"features": jnp.ones((2, 4))}, axis_name=None)

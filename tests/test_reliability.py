@@ -52,7 +52,7 @@ def _compile_once():
 
     (Separate processes, each compiling its own, are compared in test_preemption.py.)
     """
-    make_parallel, create_state = parallel.make_parallel, train_state.create_train_state_from_config
+    make_parallel, create_state = parallel.make_parallel, train_state.create_train_state
     made: dict[str, Any] = {}
 
     def shared_parallel(*args, **kwargs):
@@ -69,7 +69,7 @@ def _compile_once():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(parallel, "make_parallel", shared_parallel)
-        patch.setattr(train_state, "create_train_state_from_config", shared_statics)
+        patch.setattr(train_state, "create_train_state", shared_statics)
         yield shared_parallel
 
 

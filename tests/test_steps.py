@@ -12,7 +12,7 @@ from sejax.configs.default import get_config, get_model_config
 from sejax.errors import ConfigError
 from sejax.model.models import build_model
 from sejax.training import steps
-from sejax.training.train_state import create_train_state, make_optimizer
+from sejax.training.train_state import init_train_state, make_optimizer
 
 train_step = jax.jit(functools.partial(steps.train_step, axis_name=None))
 eval_step = jax.jit(functools.partial(steps.eval_step, axis_name=None))
@@ -44,7 +44,7 @@ def state():
     # XLA:CPU compiles the default (partitionable) threefry draws for 4-D conv kernels
     # several times slower; the other stream keeps the test fast. Values do not matter.
     with jax.threefry_partitionable(False):
-        return create_train_state(jax.random.PRNGKey(0), tiny_model(), (1, 32, 16), tx)
+        return init_train_state(jax.random.PRNGKey(0), tiny_model(), (1, 32, 16), tx)
 
 
 def test_train_steps_lower_the_loss(state):

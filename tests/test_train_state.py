@@ -14,10 +14,13 @@ from sejax.errors import ConfigError
 from sejax.model.models import build_model
 from sejax.training.train_state import (
     TrainState,
+    abstract_variables,
     create_train_state,
+    init_train_state,
     learning_rate,
     make_optimizer,
     make_schedule,
+    model_from_config,
 )
 
 
@@ -124,14 +127,14 @@ def tiny_model():
     return build_model(cfg)
 
 
-def test_create_train_state(tiny_model):
+def test_init_train_state(tiny_model):
     tx = make_optimizer(train_config(), steps_per_epoch=1)
 
     def create(rng):
         # XLA:CPU compiles the default (partitionable) threefry draws for 4-D conv kernels
         # several times slower; the other stream keeps the test fast.
         with jax.threefry_partitionable(False):
-            return create_train_state(rng, tiny_model, (1, 32, 16), tx)
+            return init_train_state(rng, tiny_model, (1, 32, 16), tx)
 
     state = create(jax.random.PRNGKey(0))
     assert isinstance(state, TrainState)
@@ -150,3 +153,38 @@ def test_create_train_state(tiny_model):
     other = create(jax.random.PRNGKey(1))
     assert not np.array_equal(state.rng, other.rng)
     assert not np.array_equal(state.params["head"]["kernel"], other.params["head"]["kernel"])
+
+
+def _tiny_run_config(**train: object) -> ml_collections.ConfigDict:
+    config = get_config()
+    config.features.duration_s, config.features.n_mels = 1.0, 16
+    config.model.update(conv_channels=(4, 8), lstm_units=8, lstm_layers=1)
+    config.train.update(train)
+    return config
+
+
+def test_create_train_state_builds_the_run_from_its_config():
+    """The config-level state: the network `model_from_config` describes on its input shape
+    (whose variables `abstract_variables` gives without an optimizer), the optimizer of
+    ``config.train``, a moving average for ``train.ema_decay`` and a skipped-step counter
+    for ``train.on_non_finite='skip'``. Shapes only (``jax.eval_shape``): nothing compiles."""
+    config = _tiny_run_config()
+    model, shape = model_from_config(config)
+    assert shape == (1, 101, 16) and model.conv_channels == (4, 8) and model.bn_axis_name is None
+    assert model_from_config(config, bn_axis_name="data")[0].bn_axis_name == "data"
+
+    def create(cfg):
+        return jax.eval_shape(lambda: create_train_state(cfg, 10, seed=0, bn_axis_name=None))
+
+    state = create(config)
+    variables = abstract_variables(config)
+    assert jax.tree.structure(state.params) == jax.tree.structure(variables["params"])
+    of_state = {"params": state.params, "batch_stats": state.batch_stats}
+    shapes = [(x.shape, x.dtype) for x in jax.tree.leaves(of_state)]
+    assert shapes == [(x.shape, x.dtype) for x in jax.tree.leaves(variables)]
+    assert set(state.batch_stats) == {"conv_0", "conv_1"}
+    assert state.ema_params is None and state.skipped_steps is None
+    assert learning_rate(state.opt_state) is not None  # config.train's optimizer state
+    special = create(_tiny_run_config(ema_decay=0.99, on_non_finite="skip"))
+    assert special.ema_decay == 0.99 and special.skipped_steps.shape == ()
+    assert jax.tree.structure(special.ema_params) == jax.tree.structure(state.params)

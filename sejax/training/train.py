@@ -167,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     recipe = augment.from_config(config, band_std=norm.std, class_counts=counts)
     par = parallel.make_parallel(tc, recipe=recipe)
     par.check_batch_size(config.eval.batch_size, "eval.batch_size")
-    state = train_state.create_train_state_from_config(
+    state = train_state.create_train_state(
         config, steps_per_epoch, seed=config.seed, bn_axis_name=parallel.AXIS
     )
     meta = {
@@ -372,7 +372,7 @@ def load_trained(workdir: str | Path, checkpoint: str | int = "best") -> Trained
         par = parallel.make_parallel(config.train)
         par.check_batch_size(config.eval.batch_size, "eval.batch_size")
         abstract = jax.eval_shape(
-            lambda: train_state.create_train_state_from_config(
+            lambda: train_state.create_train_state(
                 config, meta["steps_per_epoch"], seed=0, bn_axis_name=parallel.AXIS
             )
         )

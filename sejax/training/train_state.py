@@ -20,7 +20,9 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from sejax.data import features
 from sejax.errors import ConfigError
+from sejax.model import models
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -218,12 +220,32 @@ def _key_data(rng: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _init_variables(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...]) -> Any:
     # Compiled once per (model config, input shape): modules hash by their fields.
-    from sejax.model import models
-
     return models.init_variables(model, rng, jnp.zeros(input_shape, jnp.float32))
 
 
-def create_train_state_from_config(
+def model_from_config(
+    config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None
+) -> tuple[models.CnnBiLstm, tuple[int, int, int]]:
+    """The network a run's config describes and the shape of one example batch,
+    ``(1, frames, n_mels)`` from ``config.features``.
+
+    The one place a config becomes a network: training, restoring a checkpoint, serving a
+    model and benchmarks all build it here. ``bn_axis_name`` names the mapped axis that
+    BatchNorm averages its batch statistics over in training; it changes no variable.
+    """
+    model = models.build_model(config.model, bn_axis_name=bn_axis_name)
+    return model, (1, features.num_frames(config.features), int(config.features.n_mels))
+
+
+def abstract_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Shapes and dtypes (``jax.ShapeDtypeStruct``) of the ``{'params', 'batch_stats'}``
+    of the network ``config`` describes: a restore target that needs no optimizer."""
+    model, shape = model_from_config(config)
+    variables = jax.eval_shape(lambda: _init_variables(model, jax.random.PRNGKey(0), shape))
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def create_train_state(
     config: ml_collections.ConfigDict,
     steps_per_epoch: int,
     *,
@@ -232,29 +254,26 @@ def create_train_state_from_config(
 ) -> TrainState:
     """The model, optimizer and fresh state that a run's config describes.
 
-    The input shape comes from ``config.features``, so training, restoring a checkpoint and
-    benchmarks all build the same state from the same keys.
+    Training, restoring a checkpoint and benchmarks all build the same state from the same
+    keys (`model_from_config`, `make_optimizer`, ``train.ema_decay``, ``train.on_non_finite``).
     """
-    from sejax.data import features
-    from sejax.model import models
-
-    model = models.build_model(config.model, bn_axis_name=bn_axis_name)
+    model, shape = model_from_config(config, bn_axis_name=bn_axis_name)
     tx = make_optimizer(config.train, steps_per_epoch)
-    shape = (1, features.num_frames(config.features), int(config.features.n_mels))
-    state = create_train_state(jax.random.PRNGKey(seed), model, shape, tx)
-    ema_decay = float(config.train.get("ema_decay", 0.0))
+    state = init_train_state(jax.random.PRNGKey(seed), model, shape, tx)
+    ema_decay = float(config.train.ema_decay)
     if ema_decay > 0:
         state = state.replace(ema_params=jax.tree.map(jnp.copy, state.params), ema_decay=ema_decay)
-    return with_non_finite_policy(state, config.train.get("on_non_finite", "stop"))
+    return with_non_finite_policy(state, config.train.on_non_finite)
 
 
-def create_train_state(
+def init_train_state(
     rng: jax.Array, model: nn.Module, input_shape: Sequence[int], tx: optax.GradientTransformation
 ) -> TrainState:
-    """A fresh state on the default device (global, not replicated).
+    """A fresh state of ``model`` and ``tx`` on the default device (global, not replicated).
 
     ``input_shape`` is one example batch's feature shape, e.g. ``(1, T, F)``; only the
-    trailing dimensions matter to the parameter shapes.
+    trailing dimensions matter to the parameter shapes. `create_train_state` builds all of
+    it from a run's config.
     """
     if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
         rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
