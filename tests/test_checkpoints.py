@@ -1,4 +1,5 @@
-"""Orbax checkpoints: save, keep latest N plus best, restore, half-written ones ignored."""
+"""Orbax checkpoints: save, keep latest N plus best, restore (whole, or the inference fields;
+'best', 'latest' or a step), half-written ones ignored."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from sejax.errors import CheckpointError
+from sejax.training import checkpoints
 from sejax.training.checkpoints import Checkpoints, open_for_reading
 
 
@@ -19,7 +21,7 @@ def test_keeps_latest_and_best_and_restores(tmp_path):
         ckpts.save(step, _state(step), {"epoch": step, "names": ["x"]}, {"val_uar": uar})
     ckpts.close()
     reader = open_for_reading(tmp_path)
-    assert reader._manager.all_steps() == [2, 4, 5]  # latest 2 plus the best (step 2)
+    assert reader.all_steps() == [2, 4, 5]  # latest 2 plus the best (step 2)
     assert reader.best_step() == 2 and reader.latest_step() == 5
     state, meta = reader.restore(2, _state(0))
     np.testing.assert_array_equal(state["w"], np.full(3, 2.0, np.float32))
@@ -81,3 +83,41 @@ def test_checkpoints_from_before_the_weight_average_restore(tmp_path):
     averaged = state.replace(ema_params={"w": jnp.zeros(3)}, ema_decay=0.9)
     with pytest.raises(CheckpointError, match="does not match this run's model"):
         reader.restore(7, averaged)
+
+
+def test_a_checkpoint_is_chosen_by_name_or_step(tmp_path):
+    ckpts = Checkpoints(tmp_path / "checkpoints", keep=3)
+    for step, uar in [(1, 0.3), (2, 0.9), (3, 0.5)]:
+        ckpts.save(step, _state(step), {"epoch": step}, {"val_uar": uar})
+    ckpts.close()
+    with open_for_reading(tmp_path) as reader:
+        assert [reader.step(c) for c in ("best", "latest", 1, 3)] == [2, 3, 1, 3]
+        with pytest.raises(CheckpointError, match=r"no checkpoint 7: choose 'best', 'latest' or"):
+            reader.step(7)
+        with pytest.raises(CheckpointError, match="no checkpoint 'last'"):
+            reader.step("last")
+
+
+def test_restore_reads_the_meta_first_and_only_the_fields_asked_for(tmp_path):
+    """`checkpoints.restore`, the one way a workdir's checkpoint is read back: a target built
+    from the checkpoint's own meta; with ``partial``, only the fields named (inference's
+    weights, never the optimizer state, here a leaf of another shape than any target's)."""
+    state = {"params": {"w": jnp.arange(3.0)}, "opt": jnp.ones((5, 5)), "step": jnp.asarray(4)}
+    ckpts = Checkpoints(tmp_path / "checkpoints")
+    ckpts.save(4, state, {"width": 3})
+    ckpts.close()
+    seen = []
+
+    def target(meta):
+        seen.append(meta)
+        return {"params": {"w": jnp.zeros((meta["width"],))}}
+
+    restored = checkpoints.restore(tmp_path, "latest", target=target, partial=True)
+    assert seen == [{"width": 3}] and restored.meta == {"width": 3} and restored.step == 4
+    assert set(restored.state) == {"params"}
+    np.testing.assert_array_equal(restored.state["params"]["w"], np.arange(3.0))
+    whole = checkpoints.restore(tmp_path, 4, target=jax.tree.map(jnp.zeros_like, state))
+    np.testing.assert_array_equal(whole.state["opt"], np.ones((5, 5)))
+    with pytest.raises(CheckpointError, match="does not match this run's model"):
+        checkpoints.restore(tmp_path, target={"params": {"w": jnp.zeros((4,))}}, partial=True)
+    jax.clear_caches()

@@ -7,12 +7,17 @@ half-written checkpoint (a killed process, a full disk) is never listed, never r
 its leftovers are removed when the folder is next opened for writing. A save that fails
 raises `CheckpointError` saying so, and leaves the earlier checkpoints as they were. The latest
 ``keep`` checkpoints are kept, and the best by validation (``train.selection_metric``) besides.
+
+`restore` is the one way a checkpoint is read back, by the resumed loop, evaluation,
+`sejax.load` and export alike: 'best', 'latest' or a step; the whole state, or only the
+fields inference needs; and checkpoints written before the state gained a field restore too.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,20 @@ def _rank(metrics: dict[str, float]) -> tuple[float, float]:
     return metrics.get("selection", metrics[BEST_METRIC]), -metrics.get("epoch", float("-inf"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A checkpoint read back: its step, the state (or the fields asked for) and its meta."""
+
+    step: int
+    state: Any
+    meta: dict[str, Any]
+
+
+# What a checkpoint is restored onto: the abstract state (arrays or ``jax.ShapeDtypeStruct``s),
+# or a function of the checkpoint's meta that builds it (from the run config it holds).
+Target = Any | Callable[[dict[str, Any]], Any]
+
+
 class Checkpoints:
     """A thin, explicit wrapper of ``ocp.CheckpointManager`` for sejax's two-item checkpoints."""
 
@@ -73,6 +92,12 @@ class Checkpoints:
             self.directory, options=options, item_names=("state", "meta")
         )
 
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
@@ -84,6 +109,24 @@ class Checkpoints:
         """The step with the best validation score (``train.selection_metric``; the earliest
         of equals), or the latest when none recorded one."""
         return self._manager.best_step() or self.latest_step()
+
+    def step(self, checkpoint: str | int) -> int:
+        """The step of ``checkpoint``: 'best' (`best_step`), 'latest' or a saved step."""
+        steps = self.all_steps()
+        if checkpoint == "best":
+            step = self.best_step()
+        elif checkpoint == "latest":
+            step = self.latest_step()
+        elif isinstance(checkpoint, int) and checkpoint in steps:
+            return checkpoint
+        else:
+            raise CheckpointError(
+                f"{self.directory} has no checkpoint {checkpoint!r}: choose 'best', 'latest' or "
+                f"one of the steps {steps}"
+            )
+        if step is None:
+            raise CheckpointError(f"{self.directory} holds no complete checkpoint")
+        return step
 
     def save(
         self, step: int, state: Any, meta: dict[str, Any], metrics: dict[str, float] | None = None
@@ -114,20 +157,43 @@ class Checkpoints:
                 f"{kept}); free space or fix permissions, then run the same command to resume."
             ) from e
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        """Restores ``step`` onto the shapes, dtypes and shardings of ``abstract_state``
-        (arrays or ``jax.ShapeDtypeStruct``s)."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    def restore(
+        self, step: int, target: Target, *, partial: bool = False
+    ) -> tuple[Any, dict[str, Any]]:
+        """Restores ``step`` onto the shapes, dtypes and shardings of ``target`` (see `Target`;
+        a function of the meta is called before any array is read, so a bad meta fails first).
+
+        ``partial``: ``target`` is a dict of some of the state's fields (inference's
+        ``params``, or ``ema_params``, and ``batch_stats``): only those are read, so the
+        optimizer state never matters. Otherwise the whole state is restored; a checkpoint
+        that lacks fields this state leaves empty (written before they existed) restores too.
+        """
+        if callable(target):
+            target = target(self.restore_meta(step))
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        if partial:
+            item = ocp.args.PyTreeRestore(
+                item=abstract,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                partial_restore=True,
+            )
+        else:
+            item = ocp.args.StandardRestore(abstract)
         try:
             restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-                ),
+                step, args=ocp.args.Composite(state=item, meta=ocp.args.JsonRestore())
             )
         except (ValueError, KeyError, TypeError) as e:
+            if partial:
+                raise self._mismatch(step, e) from e
             return self._restore_without_new_fields(step, abstract, e)
-        return restored.state, dict(restored.meta)
+        state = dict(restored.state) if partial else restored.state
+        return state, dict(restored.meta)
+
+    def _mismatch(self, step: int, error: Exception) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {self.directory / str(step)} does not match this run's model: {error}"
+        )
 
     def _restore_without_new_fields(
         self, step: int, abstract: Any, error: Exception
@@ -139,9 +205,7 @@ class Checkpoints:
         raw, _ = self.restore_raw(step)
         missing = [k for k in fields if k not in raw] if isinstance(raw, dict) else []
         if not missing or any(fields[k] is not None for k in missing):
-            raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} does not match this run's model: {error}"
-            ) from error
+            raise self._mismatch(step, error) from error
         target = {k: getattr(abstract, k) for k in fields if k not in missing}
         try:
             restored = self._manager.restore(
@@ -151,9 +215,7 @@ class Checkpoints:
                 ),
             )
         except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} does not match this run's model: {e}"
-            ) from e
+            raise self._mismatch(step, e) from e
         state = abstract.replace(**dict(restored.state), **dict.fromkeys(missing))
         return state, dict(restored.meta)
 
@@ -184,6 +246,7 @@ class Checkpoints:
 
 
 def open_for_reading(workdir: str | Path) -> Checkpoints:
+    """The checkpoints of a training workdir, read-only (a `CheckpointError` if none)."""
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():
         raise CheckpointError(
@@ -195,14 +258,22 @@ def open_for_reading(workdir: str | Path) -> Checkpoints:
     return ckpts
 
 
+def restore(
+    workdir: str | Path, checkpoint: str | int = "best", *, target: Target, partial: bool = False
+) -> Restored:
+    """Restores checkpoint ``checkpoint`` ('best', 'latest' or a step) of a training workdir
+    onto ``target`` (see `Checkpoints.restore`)."""
+    with open_for_reading(workdir) as ckpts:
+        step = ckpts.step(checkpoint)
+        state, meta = ckpts.restore(step, target, partial=partial)
+    return Restored(step, state, meta)
+
+
 def state_leaves(workdir: str | Path, step: int | None = None) -> tuple[int, list[tuple[str, Any]]]:
     """A checkpoint of ``workdir`` (the latest by default): its step and every state leaf as
     ``(path, numpy array)``, in tree order: what bitwise comparisons of runs compare."""
-    ckpts = open_for_reading(workdir)
-    try:
+    with open_for_reading(workdir) as ckpts:
         step = ckpts.latest_step() if step is None else step
         state, _ = ckpts.restore_raw(step)
-    finally:
-        ckpts.close()
     leaves = jax.tree_util.tree_leaves_with_path(state)
     return step, [(jax.tree_util.keystr(path), np.asarray(x)) for path, x in leaves]
