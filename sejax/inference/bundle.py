@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,9 +29,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from sejax import io
+from sejax.configs import loading as config_lib
 from sejax.data import features
 from sejax.errors import CheckpointError, DataError, SejaxError
 from sejax.model import models
+from sejax.training import checkpoints, train_state
 
 MODEL_FILE = "sejax_model.json"
 VARIABLES_DIR = "variables"
@@ -74,12 +75,11 @@ class Bundle:
     def per_speaker(self) -> bool:
         """Trained on per-speaker normalised features (``data.normalization``): inputs want
         their speaker's statistics, `sejax.inference.predict.Predictor.speaker_statistics`."""
-        data = self.config.get("data")
-        return data is not None and data.get("normalization") == "per_speaker"
+        return self.config.data.normalization == "per_speaker"
 
     def model(self) -> models.CnnBiLstm:
         """The network, unmapped (inference uses BatchNorm's running averages)."""
-        return models.build_model(self.config.model)
+        return train_state.model_from_config(self.config)[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -134,8 +134,6 @@ def resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, Path]:
 
 
 def _config_from_meta(meta: dict[str, Any], where: str) -> ml_collections.ConfigDict:
-    from sejax.configs import loading as config_lib
-
     for key in ("config", "label_names", "normalization"):
         if key not in meta:
             raise CheckpointError(f"{where}: the model's meta lacks {key!r}")
@@ -184,68 +182,45 @@ def _check_meta(
 
 def _abstract_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Shapes and dtypes of ``{'params', 'batch_stats'}``, placed on the default device."""
-    model = models.build_model(config.model)
-    shape = (1, features.num_frames(config.features), int(config.features.n_mels))
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), np.zeros(shape, np.float32), train=False)
-    )
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    shapes = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        train_state.abstract_variables(config),
+    )
 
 
 def _restore_from_workdir(workdir: Path, checkpoint: str) -> Bundle:
-    import orbax.checkpoint as ocp
-
-    from sejax.training.checkpoints import open_for_reading
-
     if checkpoint not in CHECKPOINT_CHOICES:
         raise CheckpointError(f"checkpoint={checkpoint!r} is not one of {list(CHECKPOINT_CHOICES)}")
-    ckpts = open_for_reading(workdir)
-    try:
-        step = ckpts.best_step() if checkpoint == "best" else ckpts.latest_step()
-        meta = ckpts.restore_meta(step)
-    finally:
-        ckpts.close()
-    where = f"{workdir / 'checkpoints' / str(step)}"
-    config = _config_from_meta(meta, where)
-    _check_meta(config, meta, where)  # a bad meta fails before any array is read
-    abstract = _abstract_variables(config)
-    # A run that kept a moving average of its weights (train.ema_decay) is served by it.
-    ema = float(config.get("train", {}).get("ema_decay", 0.0) or 0.0) > 0
-    if ema:
-        abstract = {"ema_params": abstract["params"], "batch_stats": abstract["batch_stats"]}
-    manager = ocp.CheckpointManager(
-        workdir / "checkpoints",
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-        item_names=("state", "meta"),
-    )
-    try:  # only params and batch_stats: the optimizer state is never read
-        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item=abstract, restore_args=restore_args, partial_restore=True
-                )
-            ),
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{where}: does not match the model its config describes: {e}") from e
-    finally:
-        manager.close()
+    ema = False
+
+    def target(meta: dict[str, Any]) -> dict[str, Any]:
+        """The inference variables only: the optimizer state is never read. A bad meta fails
+        here, before any array is read."""
+        nonlocal ema
+        where = f"{workdir / 'checkpoints'}"
+        config = _config_from_meta(meta, where)
+        _check_meta(config, meta, where)
+        abstract = _abstract_variables(config)
+        # A run that kept a moving average of its weights (train.ema_decay) is served by it.
+        ema = float(config.train.ema_decay) > 0
+        params = "ema_params" if ema else "params"
+        return {params: abstract["params"], "batch_stats": abstract["batch_stats"]}
+
+    restored = checkpoints.restore(workdir, checkpoint, target=target, partial=True)
     variables = dict(restored.state)
     if ema:
         variables["params"] = variables.pop("ema_params")
-    averaged = int(config.get("eval", {}).get("average_last_checkpoints", 0) or 0)
+    bundle = from_variables(variables, restored.meta, workdir, int(restored.step))
+    averaged = int(bundle.config.eval.average_last_checkpoints)
     if averaged:  # its reports describe an ensemble this single model is not
         warnings.warn(
             f"{workdir}'s reports evaluate the mean of its last {averaged} checkpoints "
             f"(eval.average_last_checkpoints); this model is its {checkpoint} checkpoint alone "
-            f"(step {step})",
+            f"(step {restored.step})",
             stacklevel=3,
         )
-    return from_variables(variables, meta, workdir, int(step))
+    return bundle
 
 
 def from_variables(
@@ -348,7 +323,8 @@ def model_meta(bundle: Bundle) -> dict[str, Any]:
 
 
 def new_folder(out_dir: Path, overwrite: bool) -> Path:
-    """A temporary folder beside ``out_dir`` to build it in; refuses to clobber other data."""
+    """A temporary folder beside ``out_dir`` to build it in (`sejax.io.staging_folder`; move
+    it into place with `sejax.io.replace_folder`); refuses to clobber other data."""
     out_dir = Path(out_dir).expanduser().absolute()
     if out_dir.exists():
         ours = (out_dir / MODEL_FILE).is_file()
@@ -356,21 +332,7 @@ def new_folder(out_dir: Path, overwrite: bool) -> Path:
             raise DataError(f"{out_dir} exists and is not a sejax model folder; not overwriting")
         if ours and not overwrite:
             raise DataError(f"{out_dir} already holds a model; pass --overwrite to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-
-
-def commit_folder(tmp: Path, out_dir: Path) -> None:
-    """Moves a finished folder into place, replacing an older model folder if there is one."""
-    out_dir = Path(out_dir).expanduser().absolute()
-    tmp.chmod(0o755)
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-        os.replace(out_dir, old / "model")
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    return io.staging_folder(out_dir)
 
 
 def save_variables(bundle: Bundle, folder: Path) -> Path:

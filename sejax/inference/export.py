@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sejax import io
 from sejax.errors import ConfigError
 from sejax.inference import bundle as bundle_lib
 from sejax.inference import predict
@@ -184,7 +185,7 @@ def export(
         meta["output"] = {"layout": "[batch, num_classes] float32 probabilities",
                           "label_names": list(bundle.label_names)}  # fmt: skip
         (tmp / bundle_lib.MODEL_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-        bundle_lib.commit_folder(tmp, out_dir)
+        io.replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

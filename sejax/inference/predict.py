@@ -37,7 +37,6 @@ from sejax.inference import bundle as bundle_lib
 
 FRONTENDS = ("jax", "librosa")
 WINDOWINGS = ("sliding", "crop")
-DEFAULTS = {"frontend": "jax", "hop_s": 0.0, "batch_size": 32}  # hop_s <= 0: half the window
 # What a folder is searched for; a file named explicitly is tried whatever its suffix.
 AUDIO_SUFFIXES = (
     ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".aifc",
@@ -132,20 +131,16 @@ def make_apply(bundle: bundle_lib.Bundle, frontend: str) -> Callable[..., jax.Ar
 
 
 def _setting(bundle: bundle_lib.Bundle, key: str, value: Any) -> Any:
-    """An explicit argument, else the model config's ``predict.<key>``, else the default."""
-    if value is not None:
-        return value
-    section = bundle.config.get("predict")
-    if section is not None and key in section:
-        return section[key]
-    return DEFAULTS[key]
+    """An explicit argument, else the model config's ``predict.<key>`` (a model saved before
+    a key existed reads its default: its config is completed from `sejax.configs.default`)."""
+    return bundle.config.predict[key] if value is None else value
 
 
 class Predictor:
     """A loaded model that scores files and waveforms (see the module docstring).
 
     ``frontend``, ``hop_s`` and ``batch_size`` default to the model config's ``predict``
-    section, else ``'jax'``, half the window and 32.
+    section (``hop_s`` <= 0: half the window).
     """
 
     def __init__(
