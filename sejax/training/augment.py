@@ -86,24 +86,24 @@ def from_config(
     ``class_counts`` (training examples per class) are needed for
     ``train.class_weights='balanced'``.
     """
-    a = config.get("augment", ml_collections.ConfigDict())
+    a = config.augment
     weights = None
-    if config.train.get("class_weights", "none") == "balanced":
+    if config.train.class_weights == "balanced":
         if class_counts is None:
             raise ValueError("train.class_weights='balanced' needs the training class counts")
         weights = balanced_class_weights(class_counts)
     recipe = Recipe(
         num_classes=int(config.model.num_classes),
-        time_masks=int(a.get("time_masks", 0)),
-        time_mask_width=int(a.get("time_mask_width", 0)),
-        freq_masks=int(a.get("freq_masks", 0)),
-        freq_mask_width=int(a.get("freq_mask_width", 0)),
-        mixup_alpha=float(a.get("mixup_alpha", 0.0)),
-        gain_db=float(a.get("gain_db", 0.0)),
-        noise_std=float(a.get("noise_std", 0.0)),
-        speed=float(a.get("speed", 0.0)),
-        pitch_bands=float(a.get("pitch_bands", 0.0)),
-        label_smoothing=float(config.train.get("label_smoothing", 0.0)),
+        time_masks=int(a.time_masks),
+        time_mask_width=int(a.time_mask_width),
+        freq_masks=int(a.freq_masks),
+        freq_mask_width=int(a.freq_mask_width),
+        mixup_alpha=float(a.mixup_alpha),
+        gain_db=float(a.gain_db),
+        noise_std=float(a.noise_std),
+        speed=float(a.speed),
+        pitch_bands=float(a.pitch_bands),
+        label_smoothing=float(config.train.label_smoothing),
         class_weights=weights,
         band_std=None if band_std is None else tuple(float(s) for s in np.ravel(band_std)),
     )

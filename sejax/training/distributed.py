@@ -3,7 +3,7 @@
 A multi-host run starts the same ``sejax train`` once per host (TPU pod slice) or once per GPU
 (SLURM). ``jax.distributed.initialize`` connects the processes, after which ``jax.devices()``
 lists every device of every process and one jitted step spans them all. It must run before
-JAX touches a device, so ``train_and_evaluate`` calls ``initialize`` first.
+JAX touches a device, so the training loop (`sejax.training.train.train`) calls it first.
 
 When a run is multi-process (``config.distributed``, see ``settings``):
 
@@ -79,16 +79,9 @@ class Settings:
 # Configuration.
 
 
-def _section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict | None:
-    """``config.distributed``, or None for configs from before it existed (saved runs)."""
-    return config.get("distributed") if "distributed" in config else None
-
-
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Checks the ``distributed.*`` keys alone (no environment); raises ConfigError."""
-    d = _section(config)
-    if d is None:
-        return
+    d = config.distributed
     if d.mode not in MODES:
         raise ConfigError(
             f"distributed.mode={d.mode!r} is not allowed; choose one of {list(MODES)}"
@@ -111,7 +104,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"distributed.initialization_timeout_s={d.initialization_timeout_s!r} must be a "
             "positive number of seconds"
         )
-    if d.num_processes > 1 and config.train.get("parallel") == "pmap":
+    if d.num_processes > 1 and config.train.parallel == "pmap":
         raise ConfigError(PMAP_SINGLE_PROCESS)
     if d.mode == "off" and (d.coordinator or d.num_processes or d.process_id >= 0):
         raise ConfigError(
@@ -178,8 +171,8 @@ def settings(
     a cluster is detected (or ``mode='on'``); otherwise the missing ones are an error.
     """
     check_config(config)
-    d = _section(config)
-    if d is None or d.mode == "off":
+    d = config.distributed
+    if d.mode == "off":
         return None
     environ = os.environ if environ is None else environ
     coordinator = d.coordinator or environ.get(ENV_COORDINATOR, "").strip() or None
@@ -264,7 +257,7 @@ def initialize(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 "a multi-process run must join JAX's distributed runtime before JAX uses any "
                 "device in this process: call sejax.training.distributed.initialize(config) (or "
-                "sejax.training.train.train_and_evaluate) before other JAX calls"
+                "sejax.train_and_evaluate) before other JAX calls"
             ) from e
         raise SejaxError(
             f"could not join the multi-process run at {where} as process "

@@ -262,6 +262,6 @@ def make_parallel(
 ) -> Parallel:
     """The path named by ``train.parallel``, checked against ``train.batch_size``; the train
     step augments with ``recipe`` (`sejax.training.augment`) when given."""
-    parallel = Parallel(train_cfg.get("parallel", "pmap"), devices, recipe)
+    parallel = Parallel(train_cfg.parallel, devices, recipe)
     parallel.check_batch_size(train_cfg.batch_size)
     return parallel
