@@ -101,6 +101,44 @@ def test_fix_length_crop_center_keeps_the_middle():
     np.testing.assert_array_equal(features.fix_length(wave, _small_cfg("center")), wave[3:8])
 
 
+def _speech_after_silence(silence_s: float, speech_s: float, rate: int = 16000) -> np.ndarray:
+    """Faint noise (about 60 dB down), then a loud tone: a clip whose speech starts late."""
+    rng = np.random.default_rng(0)
+    quiet = 1e-3 * rng.standard_normal(round(silence_s * rate))
+    t = np.arange(round(speech_s * rate)) / rate
+    return np.concatenate([quiet, 0.5 * np.sin(2 * np.pi * 220 * t)]).astype(np.float32)
+
+
+def test_fix_length_crop_speech_opens_just_before_the_speech():
+    cfg = get_features_config()
+    cfg.crop = "speech"
+    wave = _speech_after_silence(1.2, 2.5)  # 3.7 s, speech from 1.2 s
+    onset = features.speech_onset(wave, cfg)
+    assert abs(onset - 1.2 * 16000) <= cfg.win_length  # the frame where the tone begins
+    start = features.crop_start(wave, cfg)
+    assert start == onset - round(features.SPEECH_MARGIN_S * 16000)
+    out = features.fix_length(wave, cfg)
+    assert len(out) == 48000
+    np.testing.assert_array_equal(out[: len(wave) - start], wave[start:])
+    np.testing.assert_array_equal(out[len(wave) - start :], 0.0)  # ran out: padded
+    # The window holds the whole tone; from the start it would have lost 0.7 s of it.
+    assert np.abs(out).max() == pytest.approx(0.5, abs=1e-3)
+    cfg.crop = "start"
+    assert np.count_nonzero(np.abs(features.fix_length(wave, cfg)) > 0.1) < np.count_nonzero(
+        np.abs(out) > 0.1
+    )
+
+
+def test_fix_length_crop_speech_on_clips_without_a_late_onset():
+    cfg = get_features_config()
+    cfg.crop = "speech"
+    assert features.crop_start(np.zeros(60000, np.float32), cfg) == 0  # digital silence
+    early = _speech_after_silence(0.05, 3.5)  # speech within the margin of the start
+    assert features.crop_start(early, cfg) == 0
+    np.testing.assert_array_equal(features.fix_length(early, cfg), early[:48000])
+    assert features.crop_start(np.ones(100, np.float32), cfg) == 0  # shorter than a frame
+
+
 @pytest.mark.parametrize("crop", ["start", "center"])
 def test_fix_length_pads_zeros_at_the_end(crop):
     wave = np.arange(1, 4, dtype=np.float32)
@@ -241,7 +279,7 @@ def test_num_frames_is_the_frame_count_of_both_front_ends():
         ("fmin", 8000.0, r"features\.fmin=8000\.0 .*fmin < features\.fmax"),
         ("n_mels", 0, r"features\.n_mels=0 .*> 0"),
         ("hop_length", -160, r"features\.hop_length=-160 .*> 0"),
-        ("crop", "end", r"features\.crop='end' .*\['start', 'center'\]"),
+        ("crop", "end", r"features\.crop='end' .*\['start', 'center', 'speech'\]"),
         ("window", "kaiser", r"features\.window='kaiser' .*\['hann', 'hamming', 'blackman'\]"),
         ("n_fft", 512.0, r"features\.n_fft=512\.0 must be a int"),
         ("center", "yes", r"features\.center='yes' must be a bool"),

@@ -18,8 +18,10 @@ def get_features_config() -> ml_collections.ConfigDict:
     f = ml_collections.ConfigDict()
     f.sample_rate = 16000
     f.duration_s = 3.0  # fixed analysis window; see `crop` and `pad`
-    # Clips longer than the window: 'start' keeps the first `duration_s` seconds (the
-    # reference), 'center' keeps the middle. Shorter clips are zero-padded at the end.
+    # Where the window starts in a clip: 'start' keeps the first `duration_s` seconds (the
+    # reference), 'center' the middle of a longer clip, 'speech' opens 0.1 s before speech
+    # starts (the first frame within 40 dB of the loudest; RAVDESS clips open with up to a
+    # second of silence; sejax.data.features.crop_start). Clips that run out are zero-padded.
     f.crop = "start"
     f.n_fft = 512
     f.win_length = 400

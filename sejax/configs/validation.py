@@ -21,7 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.split_by": ("actor", "manifest", "random"),
     "data.on_bad_name": ("error", "skip"),
     "data.normalization": ("per_band", "global", "none", "per_speaker"),
-    "features.crop": ("start", "center"),
+    "features.crop": features.CROP_POLICIES,
     "features.window": ("hann", "hamming", "blackman"),
     "model.temporal_pooling": ("mean", "max", "attention"),
     "model.dtype": ("float32", "bfloat16"),

@@ -26,7 +26,11 @@ from sejax.errors import ConfigError
 FEATURES_FORMAT = "sejax-logmel"
 FEATURES_VERSION = 1
 
-CROP_POLICIES = ("start", "center")
+CROP_POLICIES = ("start", "center", "speech")
+# crop='speech': the window opens this long before the first frame whose RMS energy is within
+# SPEECH_DB of the clip's loudest frame (frames of win_length samples, hop_length apart).
+SPEECH_DB = 40.0
+SPEECH_MARGIN_S = 0.1
 WINDOWS = ("hann", "hamming", "blackman")
 # Every key of config.features and the Python type its value must have.
 KEYS: dict[str, type] = {
@@ -145,24 +149,56 @@ def fingerprint(cfg: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def fix_length(wave: np.ndarray, cfg: Any) -> np.ndarray:
-    """Crops or zero-pads a 1-D waveform to exactly ``round(sample_rate * duration_s)``.
+def speech_onset(wave: np.ndarray, cfg: Any) -> int:
+    """The first sample of the first frame whose RMS energy is within `SPEECH_DB` of the
+    loudest frame's: where speech starts after a clip's leading silence (RAVDESS clips open
+    with up to a second of it). Numpy, not librosa's ``effects.trim``, so that inference
+    crops the same way without librosa."""
+    c = canonical_config(cfg)
+    frame, hop = c["win_length"], c["hop_length"]
+    wave = np.asarray(wave, dtype=np.float32)
+    if len(wave) <= frame:
+        return 0
+    frames = np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop]
+    energy = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    if energy.max() <= 0:
+        return 0  # digital silence: nothing to find
+    loud = energy >= energy.max() * 10.0 ** (-SPEECH_DB / 10.0)
+    return int(np.argmax(loud)) * hop
 
-    Longer clips: ``crop='start'`` keeps the first N samples (the reference recipe),
-    ``crop='center'`` keeps the middle N (start offset ``(len - N) // 2``). Shorter clips are
-    zero-padded at the end, so speech always starts at frame 0.
+
+def crop_start(wave: np.ndarray, cfg: Any) -> int:
+    """Where `fix_length` starts its window in ``wave``: 0 ('start', the reference), the
+    middle ('center'), or `SPEECH_MARGIN_S` before the `speech_onset` ('speech')."""
+    c = canonical_config(cfg)
+    n = num_samples(c)
+    if c["crop"] == "speech":
+        margin = round(SPEECH_MARGIN_S * c["sample_rate"])
+        return max(0, speech_onset(wave, c) - margin)
+    if c["crop"] == "center" and len(wave) > n:
+        return (len(wave) - n) // 2
+    return 0
+
+
+def fix_length(wave: np.ndarray, cfg: Any) -> np.ndarray:
+    """The fixed analysis window of a 1-D waveform: exactly ``round(sample_rate *
+    duration_s)`` samples from `crop_start` on, zero-padded at the end where the clip runs out.
+
+    ``crop='start'`` keeps the first N samples (the reference recipe), ``'center'`` the
+    middle N of a longer clip, ``'speech'`` the N from just before speech starts, so the
+    window holds the utterance instead of its leading silence. Shorter clips are zero-padded
+    at the end.
     """
     c = canonical_config(cfg)
     n = num_samples(c)
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
         raise ValueError(f"fix_length expects a 1-D waveform, got shape {wave.shape}")
-    if len(wave) > n:
-        start = (len(wave) - n) // 2 if c["crop"] == "center" else 0
-        return np.ascontiguousarray(wave[start : start + n])
-    if len(wave) < n:
-        return np.pad(wave, (0, n - len(wave)))
-    return wave
+    start = crop_start(wave, c)
+    window = wave[start : start + n]
+    if len(window) < n:
+        return np.pad(window, (0, n - len(window)))
+    return np.ascontiguousarray(window)
 
 
 @functools.lru_cache(maxsize=16)

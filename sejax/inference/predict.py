@@ -306,10 +306,8 @@ class Predictor:
         """Start samples of a clip's windows and a function giving the window at a start."""
         n = self.window_samples
         if self.windowing == "crop":
-            crop_start = (len(wave) - n) // 2 if (
-                len(wave) > n and self.features_config["crop"] == "center"
-            ) else 0  # fmt: skip
-            return [crop_start], lambda _: features.fix_length(wave, self.features_config)
+            start = features.crop_start(wave, self.features_config)
+            return [start], lambda _: features.fix_length(wave, self.features_config)
         return window_starts(len(wave), n, self.hop_samples), lambda s: features.fix_length(
             wave[s : s + n], self.features_config
         )
