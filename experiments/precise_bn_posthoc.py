@@ -5,7 +5,7 @@ running BatchNorm averages and with statistics recomputed from training batches.
 
 For each run folder it restores a checkpoint (the latest by default), evaluates the test split
 as saved, then replaces the BatchNorm averages by the mean statistics of ``--batches`` training
-batches of the run's last epoch (``sejax.training.train.precise_batch_stats``, what
+batches of the run's last epoch (``sejax.evaluation.evaluate.precise_batch_stats``, what
 ``train.precise_bn_batches`` does at every epoch's end) and evaluates again. Training is not
 repeated; nothing in the run folders is written. One JSON line per run, then a summary line.
 """
@@ -19,20 +19,21 @@ from pathlib import Path
 import numpy as np
 
 from sejax.data import input_pipeline, splits
-from sejax.training import train
+from sejax.evaluation import evaluate
+from sejax.training import validation
 
 METRICS = ("accuracy", "uar", "macro_f1")
 
 
 def posthoc(workdir: Path, batches: int, checkpoint: str) -> dict:
-    trained = train.load_trained(workdir, checkpoint)
+    trained = evaluate.load_trained(workdir, checkpoint)
     config, par, norm = trained.config, trained.par, trained.norm
     shards = input_pipeline.Shards(trained.meta["shards"])
     split = splits.make_split(shards.examples, config.data)
     test, bs = split.indices["test"], config.eval.batch_size
-    saved = train.evaluate_split(par, trained.state, shards, test, norm, bs)
-    state = train.precise_batch_stats(trained, batches)
-    precise = train.evaluate_split(par, state, shards, test, norm, bs)
+    saved = validation.evaluate_split(par, trained.state, shards, test, norm, bs)
+    state = evaluate.precise_batch_stats(trained, batches)
+    precise = validation.evaluate_split(par, state, shards, test, norm, bs)
     return {
         "workdir": str(workdir),
         "checkpoint": checkpoint,

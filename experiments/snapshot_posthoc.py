@@ -4,8 +4,8 @@ one, or the mean class probabilities of the last N (a snapshot ensemble), on the
     python experiments/snapshot_posthoc.py runs/cv-best/fold_* --sizes 1 3 5
 
 For each run folder it predicts the validation and test splits once per kept checkpoint
-(`sejax.training.train.predict_split`) and scores the best-by-validation checkpoint and the mean of
-the last N checkpoints for each N in ``--sizes`` (1: the final model), as
+(`sejax.training.validation.predict_split`) and scores the best-by-validation checkpoint and the
+mean of the last N checkpoints for each N in ``--sizes`` (1: the final model), as
 ``eval.average_last_checkpoints=N`` would. Training is not repeated; nothing in the run folders
 is written. One JSON line per run, then the means over the runs.
 """
@@ -19,29 +19,28 @@ from pathlib import Path
 import numpy as np
 
 from sejax.data import input_pipeline, splits
-from sejax.training import checkpoints, train
+from sejax.evaluation import evaluate
+from sejax.training import checkpoints, validation
 
 METRICS = ("accuracy", "uar", "macro_f1")
 SPLITS = ("validation", "test")
 
 
 def posthoc(workdir: Path, sizes: list[int]) -> dict:
-    ckpts = checkpoints.open_for_reading(workdir)
-    try:
+    with checkpoints.open_for_reading(workdir) as ckpts:
         steps, best = ckpts.all_steps(), ckpts.best_step()
-    finally:
-        ckpts.close()
     if max(sizes) > len(steps):
         raise SystemExit(f"{workdir} keeps {len(steps)} checkpoints, fewer than {max(sizes)}")
-    first = train.load_trained(workdir, steps[0])  # the run's shards and split, read once
+    first = evaluate.load_trained(workdir, steps[0])  # the run's shards and split, read once
     shards = input_pipeline.Shards(first.meta["shards"])
     split = splits.make_split(shards.examples, first.config.data)
     outs: dict[int, dict[str, dict]] = {}
     for step in steps:
-        trained = first if step == first.step else train.load_trained(workdir, step)
+        trained = first if step == first.step else evaluate.load_trained(workdir, step)
         outs[step] = {
-            name: train.predict_split(trained.par, trained.state, shards, split.indices[name],
-                                      trained.norm, trained.config.eval.batch_size)
+            name: validation.predict_split(trained.par, trained.state, shards,
+                                           split.indices[name], trained.norm,
+                                           trained.config.eval.batch_size)
             for name in SPLITS
         }  # fmt: skip
 
@@ -49,8 +48,8 @@ def posthoc(workdir: Path, sizes: list[int]) -> dict:
         result = {}
         for name in SPLITS:
             member_outs = [outs[s][name] for s in members]
-            out = member_outs[0] if len(members) == 1 else train.mean_prediction(member_outs)
-            report = train.split_report(out, split.indices[name], shards.label_names, False)
+            out = member_outs[0] if len(members) == 1 else evaluate.mean_prediction(member_outs)
+            report = validation.split_metrics(out, split.indices[name], shards.label_names)
             result[name] = {k: round(report[k], 4) for k in METRICS}
         return result
 

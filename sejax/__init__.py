@@ -29,7 +29,7 @@ _EXPORTS = {
     "create_train_state": "sejax.training.train_state",
     "train_step": "sejax.training.steps",
     "eval_step": "sejax.training.steps",
-    "train_and_evaluate": "sejax.training.train",
+    "train_and_evaluate": "sejax.evaluation.evaluate",
     "evaluate": "sejax.evaluation.evaluate",
     "cross_validate": "sejax.evaluation.cv",
     "load": "sejax.inference.predict",
@@ -58,11 +58,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
     from sejax.configs.default import get_config
     from sejax.configs.loading import load_config
     from sejax.evaluation.cv import run as cross_validate
-    from sejax.evaluation.evaluate import evaluate
+    from sejax.evaluation.evaluate import evaluate, train_and_evaluate
     from sejax.inference.predict import Predictor, load
     from sejax.model.models import build_model
     from sejax.training.steps import eval_step, train_step
-    from sejax.training.train import train_and_evaluate
     from sejax.training.train_state import create_train_state
 
 

@@ -16,7 +16,8 @@ import pytest
 
 import sejax
 from sejax.data import input_pipeline, splits
-from sejax.training import train
+from sejax.evaluation import evaluate
+from sejax.training import validation
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v1"
 
@@ -47,18 +48,18 @@ def test_load_serves_the_best_and_the_latest_checkpoint_as_before(workdir):
 
 def test_evaluation_restores_it_and_reproduces_the_stored_test_report(workdir):
     stored = _stored(workdir, "eval/test.json")
-    trained = train.load_trained(workdir)
+    trained = evaluate.load_trained(workdir)
     assert trained.step == stored["step"] == 3
-    assert train.load_trained(workdir, "latest").step == 6
-    assert train.load_trained(workdir, 6).step == 6
+    assert evaluate.load_trained(workdir, "latest").step == 6
+    assert evaluate.load_trained(workdir, 6).step == 6
     shards = input_pipeline.Shards(workdir / "shards")
     split = splits.make_split(shards.examples, trained.config.data)
     indices = split.indices["test"]
     assert list(split.actors["test"]) == stored["actors"] == [23]
-    out = train.predict_split(
+    out = validation.predict_split(
         trained.par, trained.state, shards, indices, trained.norm, trained.config.eval.batch_size
     )
-    report = train.split_report(out, indices, shards.label_names, predictions=True)
+    report = evaluate.split_report(out, indices, shards.label_names, predictions=True)
     got, want = report["predictions"], stored["predictions"]
     assert got["index"] == want["index"] and got["label"] == want["label"]
     assert got["pred"] == want["pred"]

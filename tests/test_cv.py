@@ -1,4 +1,5 @@
-"""Cross-validation: fold construction, the `sejax cv` driver, aggregation, the end-to-end run."""
+"""Cross-validation: the `sejax cv` driver, aggregation, the end-to-end run (the folds
+themselves: test_folds.py)."""
 
 from __future__ import annotations
 
@@ -13,135 +14,12 @@ import pytest
 
 from sejax.cli import main as cli
 from sejax.configs import loading as config_lib
-from sejax.configs.default import get_config
-from sejax.configs.validation import validate
 from sejax.corpora.ravdess import EMOTIONS
 from sejax.data import prepare, splits
 from sejax.data import shards as shards_lib
-from sejax.errors import ConfigError
-from sejax.evaluation import cv
-from sejax.evaluation import metrics as evaluation
-from sejax.training import train
+from sejax.evaluation import cv, evaluate, metrics
+from sejax.training.validation import classification_metrics
 from tests.conftest import tiny_args
-
-
-def ravdess_genders(actors=range(1, 25)) -> dict[int, str]:
-    return {a: "male" if a % 2 else "female" for a in actors}
-
-
-def check_folds(folds, genders):
-    """Disjoint and complete test sets; validation from the fold's own training actors."""
-    actors = set(genders)
-    tested = [a for f in folds for a in f.test]
-    assert sorted(tested) == sorted(actors)  # each actor tested exactly once
-    for f in folds:
-        assert set(f.test) | set(f.validation) | set(f.train) == actors
-        assert not set(f.test) & set(f.validation)
-        assert not set(f.train) & (set(f.test) | set(f.validation))
-        assert f.validation and f.train
-    sizes = [len(f.test) for f in folds]
-    assert max(sizes) - min(sizes) <= 1
-    for gender in ("male", "female", "unknown"):
-        counts = [sum(genders[a] == gender for a in f.test) for f in folds]
-        assert max(counts) - min(counts) <= 1, (gender, counts)
-
-
-# ------------------------------------------------------------------------------------------
-# Folds.
-
-
-def test_ravdess_default_folds_are_documented_and_balanced():
-    genders = ravdess_genders()
-    folds = cv.make_folds(genders, num_folds=6)
-    check_folds(folds, genders)
-    assert [f.test for f in folds] == [tuple(range(4 * i + 1, 4 * i + 5)) for i in range(6)]
-    assert [f.validation for f in folds] == [(5, 6), (9, 10), (13, 14), (17, 18), (21, 22),
-                                             (1, 2)]  # fmt: skip
-    for f in folds:  # 2 men + 2 women tested, 1 + 1 validating, 18 training
-        assert sorted(a % 2 for a in f.test) == [0, 0, 1, 1]
-        assert sorted(a % 2 for a in f.validation) == [0, 1] and len(f.train) == 18
-
-
-@pytest.mark.parametrize(
-    ("actors", "k", "val"),
-    [(range(15, 25), 5, 2), (range(15, 25), 3, 2), (range(17, 25), 4, 2), (range(1, 25), 5, 3),
-     (range(1, 25), 8, 2), (range(1, 25), 12, 2), ((1, 2, 3, 5, 7, 8, 10), 3, 1)],
-)  # fmt: skip
-def test_folds_are_disjoint_complete_and_gender_balanced(actors, k, val):
-    genders = ravdess_genders(actors)
-    folds = cv.make_folds(genders, num_folds=k, val_per_fold=val)
-    assert len(folds) == k
-    check_folds(folds, genders)
-    for f in folds:
-        assert len(f.validation) == val
-        if val >= 2:
-            assert {genders[a] for a in f.validation} == {"male", "female"}
-
-
-def test_unknown_genders_and_explicit_folds():
-    genders = {a: "unknown" for a in range(101, 108)}  # a manifest without a gender column
-    folds = cv.make_folds(genders, num_folds=3)
-    check_folds(folds, genders)
-    explicit = ((101, 104), (102, 105, 107), (103, 106))
-    folds = cv.make_folds(genders, num_folds=0, test_groups=explicit)
-    assert [f.test for f in folds] == [tuple(sorted(g)) for g in explicit]
-    check_folds(folds, {**genders})
-
-
-def test_emobox_fold_set():
-    config = get_config()
-    config.cv.fold_set = "emobox"
-    rows = [{"actor": a, "gender": g} for a, g in ravdess_genders().items()]
-    folds = cv.folds_for(config, rows)
-    assert [f.test for f in folds] == [tuple(sorted(g)) for g in cv.EMOBOX_RAVDESS_FOLDS]
-    assert folds[0].validation == (4, 9)  # next fold is all women: a man from the one after
-    for f in folds:
-        assert {a % 2 for a in f.validation} == {0, 1} and not set(f.validation) & set(f.test)
-
-
-def test_impossible_folds_fail_clearly():
-    genders = ravdess_genders(range(1, 7))
-    with pytest.raises(ConfigError, match=r"cv\.num_folds=7 but the corpus has only 6 actors"):
-        cv.make_folds(genders, num_folds=7)
-    with pytest.raises(ConfigError, match="leaves no training actor"):
-        cv.make_folds(genders, num_folds=3, val_per_fold=4)
-    with pytest.raises(ConfigError, match=r"in two folds: \[2\].*in no fold: \[6\]"):
-        cv.make_folds(genders, 2, test_groups=((1, 2), (2, 3, 4, 5)))
-    with pytest.raises(ConfigError, match=r"not in the corpus: \[9\]"):
-        cv.make_folds(genders, 2, test_groups=((1, 2, 3), (4, 5, 6, 9)))
-    for key, value, message in [
-        ("cv.num_folds", "1", "must be an integer >= 2"),
-        ("cv.only_folds", "(0, 6)", r"names folds \[6\]; folds are numbered 0..5"),
-        ("cv.fold_set", "loso", "choose one of"),
-        ("cv.folds", "((1, 2), (2, 3))", "actor 2 is in fold 0 and fold 1"),
-        ("cv.val_actors_per_fold", "0", "must be an integer >= 1"),
-    ]:
-        config = config_lib.apply_overrides(get_config(), [(key, value)])
-        with pytest.raises(ConfigError, match=message):
-            validate(config)
-    emobox = config_lib.apply_overrides(get_config(), [("cv.fold_set", "emobox"),
-                                                       ("cv.num_folds", "5")])  # fmt: skip
-    with pytest.raises(ConfigError, match="'emobox' has 6 folds"):
-        validate(emobox)
-    manifest = config_lib.apply_overrides(get_config(), [("data.split_by", "manifest")])
-    with pytest.raises(ConfigError, match="builds its own actor-disjoint folds"):
-        cv.folds_for(manifest, [{"actor": 1}])
-
-
-def test_fold_config_sets_the_split_and_keeps_the_rest():
-    config = get_config()
-    fold = cv.make_folds(ravdess_genders(), 6)[2]
-    out = cv.fold_config(config, fold, "/shards")
-    assert out.data.test_actors == (9, 10, 11, 12) and out.data.val_actors == (13, 14)
-    assert out.data.path == "/shards" and tuple(out.eval.splits) == ("validation", "test")
-    assert out.model.to_dict() == config.model.to_dict() and config.data.path == ""
-    leaking = config_lib.apply_overrides(
-        get_config(), [("data.split_by", "random"), ("data.allow_leakage", "True")]
-    )
-    out = cv.fold_config(leaking, cv.random_folds(6)[5], "/shards")
-    assert out.data.random_parts == 12
-    assert out.data.random_test_parts == (10, 11) and out.data.random_val_parts == (0,)
-
 
 # ------------------------------------------------------------------------------------------
 # The driver and aggregation, with a stand-in for training (real training: the slow test).
@@ -170,9 +48,9 @@ def fake_train(rows):
         idx = split.indices["test"]
         labels = np.array([rows[i]["label"] for i in idx])
         logits = np.eye(8)[np.where(idx % 3 == 0, (labels + 1) % 8, labels)]  # 2/3 right
-        report = evaluation.classification_metrics(labels, logits.argmax(-1), EMOTIONS)
+        report = classification_metrics(labels, logits.argmax(-1), EMOTIONS)
         report.update(actors=list(split.actors["test"]), leaking=split.leaking,
-                      predictions=evaluation.predictions_record(idx, labels, logits))  # fmt: skip
+                      predictions=metrics.predictions_record(idx, labels, logits))  # fmt: skip
         (workdir / "eval").mkdir()
         (workdir / "eval" / "test.json").write_text(json.dumps(report))
         lines = [{"step": s, "train_loss": 2.0 / s} for s in (1, 2, 3, 4)]
@@ -189,7 +67,7 @@ def fake_run(tmp_path, monkeypatch):
     fake, calls = fake_train(rows)
     monkeypatch.setattr(prepare, "ensure_shards", lambda config, workdir: tmp_path / "sh")
     monkeypatch.setattr(shards_lib, "load_metadata", lambda d: {"examples": rows})
-    monkeypatch.setattr(train, "train_and_evaluate", fake)
+    monkeypatch.setattr(evaluate, "train_and_evaluate", fake)
 
     def sejax_cv(*overrides, workdir=tmp_path / "w"):
         args = ["cv", "--workdir", str(workdir), "--config.cv.num_folds=4", *overrides]
@@ -270,13 +148,6 @@ def test_random_clip_folds_are_labelled_leaking(fake_run, capsys):
     assert all(f["leaking"] for f in record["folds"])
     assert record["pooled"]["num_examples"] == len(rows)  # every clip tested once
     assert all(len(f["test_actors"]) >= 6 for f in record["folds"])  # speakers mixed
-
-
-def test_predictions_record_is_in_metadata_order():
-    logits = np.array([[0.0, 2.0], [3.0, 0.0], [0.0, 0.0]])
-    record = evaluation.predictions_record(np.array([7, 2, 5]), np.array([1, 0, 1]), logits)
-    assert record["index"] == [2, 5, 7] and record["label"] == [0, 1, 1]
-    assert record["pred"] == [0, 0, 1] and record["probs"][1] == [0.5, 0.5]
 
 
 # ------------------------------------------------------------------------------------------

@@ -127,13 +127,13 @@ def _interrupt_at(monkeypatch, shared, at_step: int, action=lambda: None, poison
 def reference(tmp_path_factory, _compile_once):
     """An uninterrupted run (it also prepares the demo shards the other runs reuse)."""
     workdir = tmp_path_factory.mktemp("determinism") / "reference"
-    train.train_and_evaluate(_config(), workdir)
+    train.train(_config(), workdir)
     return workdir, final_state(workdir)
 
 
 def test_same_config_and_seed_give_identical_states(reference, tmp_path):
     workdir, expected = reference
-    train.train_and_evaluate(_config(data__path=str(workdir / "prepared")), tmp_path / "again")
+    train.train(_config(data__path=str(workdir / "prepared")), tmp_path / "again")
     _check(final_state(tmp_path / "again"), expected)
 
 
@@ -145,11 +145,11 @@ def test_sigterm_then_resume_is_bitwise_identical(
     config = _config(data__path=str(workdir / "prepared"))
     _interrupt_at(monkeypatch, _compile_once, stop_at, lambda: signal.raise_signal(signal.SIGTERM))
     with pytest.raises(Preempted) as info:
-        train.train_and_evaluate(config, tmp_path / "run")
+        train.train(config, tmp_path / "run")
     assert info.value.step == stop_at and info.value.exit_code == 128 + signal.SIGTERM
     monkeypatch.setattr(parallel, "make_parallel", _compile_once)  # no more interruptions
     assert open_for_reading(tmp_path / "run").latest_step() == stop_at
-    train.train_and_evaluate(config, tmp_path / "run")
+    train.train(config, tmp_path / "run")
     _check(final_state(tmp_path / "run"), expected)
     # An epoch that ended as the signal came was validated before stopping, as usual.
     assert _validations(tmp_path / "run") == _validations(workdir)
@@ -166,9 +166,9 @@ def test_crash_then_resume_from_last_checkpoint_is_bitwise_identical(
 
     _interrupt_at(monkeypatch, _compile_once, STEPS_PER_EPOCH + 5, crash)
     with pytest.raises(_Crash):
-        train.train_and_evaluate(config, tmp_path / "run")
+        train.train(config, tmp_path / "run")
     monkeypatch.setattr(parallel, "make_parallel", _compile_once)
-    train.train_and_evaluate(config, tmp_path / "run")  # redoes steps 8-12 from step 7
+    train.train(config, tmp_path / "run")  # redoes steps 8-12 from step 7
     _check(final_state(tmp_path / "run"), expected)
 
 
@@ -177,7 +177,7 @@ def test_device_resident_input_resumes_bitwise(reference, tmp_path, monkeypatch,
     ends bit-identical to an uninterrupted resident run."""
     workdir, tf_data = reference
     config = _config(data__path=str(workdir / "prepared"), data__device_resident="True")
-    train.train_and_evaluate(config, tmp_path / "straight")
+    train.train(config, tmp_path / "straight")
     straight = final_state(tmp_path / "straight")
     assert straight[0] == 2 * STEPS_PER_EPOCH
     pairs = zip(straight[1], tf_data[1], strict=True)
@@ -185,9 +185,9 @@ def test_device_resident_input_resumes_bitwise(reference, tmp_path, monkeypatch,
     sigterm = lambda: signal.raise_signal(signal.SIGTERM)  # noqa: E731
     _interrupt_at(monkeypatch, _compile_once, STEPS_PER_EPOCH + 3, sigterm)
     with pytest.raises(Preempted):
-        train.train_and_evaluate(config, tmp_path / "run")
+        train.train(config, tmp_path / "run")
     monkeypatch.setattr(parallel, "make_parallel", _compile_once)
-    train.train_and_evaluate(config, tmp_path / "run")
+    train.train(config, tmp_path / "run")
     assert_bitwise_equal(final_state(tmp_path / "run"), straight)
 
 
@@ -197,7 +197,7 @@ def test_precise_bn_changes_only_inference_statistics(reference, tmp_path):
     weights bit for bit and keeps other BatchNorm averages."""
     workdir, precise = reference
     config = _config(data__path=str(workdir / "prepared"), train__precise_bn_batches="0")
-    train.train_and_evaluate(config, tmp_path / "running_averages")
+    train.train(config, tmp_path / "running_averages")
     running = final_state(tmp_path / "running_averages")
     pairs = list(zip(precise[1], running[1], strict=True))
     stats = [(a, b) for (name, a), (_, b) in pairs if "batch_stats" in name]
@@ -221,9 +221,9 @@ def test_nan_step_stops_naming_it_and_keeps_the_last_good_checkpoint(
     config = _config(data__path=str(workdir / "prepared"))
     _interrupt_at(monkeypatch, _compile_once, STEPS_PER_EPOCH + 3, poison=True)
     with pytest.raises(NonFiniteError, match=rf"at step {STEPS_PER_EPOCH + 3} \(loss nan"):
-        train.train_and_evaluate(config, tmp_path / "run")
+        train.train(config, tmp_path / "run")
     ckpts = open_for_reading(tmp_path / "run")
-    assert ckpts._manager.all_steps() == [STEPS_PER_EPOCH]  # nothing after the NaN step
+    assert ckpts.all_steps() == [STEPS_PER_EPOCH]  # nothing after the NaN step
     ckpts.close()
     assert_bitwise_equal(
         final_state(tmp_path / "run", STEPS_PER_EPOCH), final_state(workdir, STEPS_PER_EPOCH)
@@ -236,7 +236,7 @@ def test_skip_policy_skips_the_nan_step_and_counts_it(
     workdir, _ = reference
     config = _config(data__path=str(workdir / "prepared"), train__on_non_finite="skip")
     _interrupt_at(monkeypatch, _compile_once, STEPS_PER_EPOCH + 3, poison=True)
-    summary = train.train_and_evaluate(config, tmp_path / "run")
+    summary = train.train(config, tmp_path / "run").summary
     assert summary["steps"] == 2 * STEPS_PER_EPOCH and summary["skipped_steps"] == 1
     step, leaves = final_state(tmp_path / "run")
     state = dict(leaves)
@@ -263,10 +263,10 @@ def test_failed_checkpoint_write_stops_clearly_and_resumes_identically(
 
     monkeypatch.setattr(epath.Path, "write_text", disk_full_at_the_end)
     with pytest.raises(CheckpointError, match="No space left on device"):
-        train.train_and_evaluate(config, tmp_path / "run")
+        train.train(config, tmp_path / "run")
     monkeypatch.setattr(epath.Path, "write_text", real_write)
     assert open_for_reading(tmp_path / "run").latest_step() == STEPS_PER_EPOCH
-    train.train_and_evaluate(config, tmp_path / "run")  # the same command, disk freed
+    train.train(config, tmp_path / "run")  # the same command, disk freed
     _check(final_state(tmp_path / "run"), expected)
 
 
@@ -274,5 +274,5 @@ def test_batch_that_does_not_divide_over_the_devices_fails_before_any_work(tmp_p
     monkeypatch.setattr(parallel.Parallel, "num_devices", property(lambda self: 4))
     config = _config(train__batch_size="6", data__path=str(tmp_path / "no_such_corpus"))
     with pytest.raises(ConfigError, match=r"train\.batch_size=6 must be a positive multiple"):
-        train.train_and_evaluate(config, tmp_path / "run")
+        train.train(config, tmp_path / "run")
     assert not (tmp_path / "run" / "prepared").exists()

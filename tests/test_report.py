@@ -14,9 +14,9 @@ from sejax.configs import loading as config_lib
 from sejax.corpora.ravdess import EMOTIONS
 from sejax.data import splits
 from sejax.errors import DataError
-from sejax.evaluation import metrics as evaluation
-from sejax.evaluation import report
+from sejax.evaluation import metrics, report
 from sejax.training.metric_writers import JsonlWriter
+from sejax.training.validation import classification_metrics
 from tests.inference_fixtures import tiny_config
 
 
@@ -49,9 +49,9 @@ def run(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(8), 5)
     preds = np.where(rng.random(40) < 0.6, labels, rng.integers(0, 8, 40))
-    result = evaluation.classification_metrics(labels, preds, EMOTIONS, rng.random(40))
+    result = classification_metrics(labels, preds, EMOTIONS, rng.random(40))
     result.update(split="test", step=12, actors=[23, 24])
-    evaluation.write_report(result, workdir / "eval", "test")
+    metrics.write_split_report(result, workdir / "eval", "test")
     summary = {"train_seconds": 12.5, "steps": 12, "epochs": 3, "num_devices": 1}
     (workdir / "summary.json").write_text(json.dumps(summary))
     (workdir / "checkpoints" / "8").mkdir(parents=True)
@@ -105,7 +105,7 @@ def test_report_command_and_missing_pieces(run, tmp_path, capsys):
     page, sections = report.build_html(workdir)
     assert "eval:test" not in sections and "sejax evaluate --workdir" in page
     assert (workdir / "report.html").exists() is False
-    report.write_report(workdir)
+    report.write_run_report(workdir)
     assert (workdir / "report.html").stat().st_size > 1000
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="holds no training run"):

@@ -104,14 +104,14 @@ def test_snapshot_ensemble_averages_the_last_checkpoints(trained, tmp_path, caps
     probabilities are the mean of the last N checkpoints' own, and its loss the cross-entropy
     of that mean; N=1 is the final checkpoint alone; a bad N names the key."""
     from sejax.cli import main as cli
-    from sejax.training import train
+    from sejax.evaluation import evaluate
 
     root, _ = trained
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)  # evaluate rewrites eval/: leave the fixture's alone
-    steps = train.last_checkpoints(run, 2)
-    alone = [train.evaluate(run, checkpoint=s, average_last=0)["test"] for s in steps]
-    ensemble = train.evaluate(run, average_last=2)["test"]
+    steps = evaluate.last_checkpoints(run, 2)
+    alone = [evaluate.evaluate(run, checkpoint=s, average_last=0)["test"] for s in steps]
+    ensemble = evaluate.evaluate(run, average_last=2)["test"]
     assert ensemble["checkpoint_steps"] == steps and ensemble["step"] == steps[-1]
 
     def probs(report):
@@ -127,7 +127,7 @@ def test_snapshot_ensemble_averages_the_last_checkpoints(trained, tmp_path, caps
     written = json.loads((run / "eval" / "test.json").read_text())
     assert written["checkpoint_steps"] == steps and written["uar"] == ensemble["uar"]
 
-    final = train.evaluate(run, average_last=1)["test"]
+    final = evaluate.evaluate(run, average_last=1)["test"]
     assert final["predictions"] == alone[-1]["predictions"]
     assert cli.main(["evaluate", "--workdir", str(run), "--average-last", "2"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint_steps"] == steps

@@ -70,7 +70,7 @@ def cmd_predict(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
     results = list(predictor.predict_files(args.paths, speaker=speaker))
     labels = predictor.label_names
     if not args.json:
-        print(predict_view.format_table(results, labels, show_windows=args.windows))
+        print(predict_view.format_predictions_table(results, labels, show_windows=args.windows))
     failed = [(name, str(r)) for name, r in results if not isinstance(r, predict.Prediction)]
     summary: dict[str, Any] = {
         "command": "predict",
@@ -130,7 +130,7 @@ def cmd_export(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, 
 def cmd_report(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     from sejax.evaluation import report
 
-    summary = report.write_report(args.workdir, args.out)
+    summary = report.write_run_report(args.workdir, args.out)
     print(f"Report: {summary['report']}")
     return {"command": "report", **summary}
 

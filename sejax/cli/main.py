@@ -64,11 +64,9 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, A
         if getattr(args, flag) is not None:
             overrides = [*overrides, f"--config.distributed.{flag}={getattr(args, flag)}"]
     config = _config(args, overrides)
-    from sejax.training import (
-        train,  # after the config checks: bad flags fail before the heavy imports
-    )
+    from sejax.evaluation import evaluate  # after the config checks: bad flags fail first
 
-    summary = train.train_and_evaluate(config, args.workdir)
+    summary = evaluate.train_and_evaluate(config, args.workdir)
     if not distributed.is_main_process():
         return None  # process 0 prints the run's summary
     test = summary.get("test")
@@ -84,11 +82,12 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, A
 def cmd_cv(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     """k-fold cross-validation: trains the folds not yet finished, then reports them all."""
     config = _config(args, overrides)
-    from sejax.evaluation import cv  # after the config checks
+    from sejax.cli import views  # after the config checks
+    from sejax.evaluation import cv
 
     workdir = Path(args.workdir)
     record = cv.run(config, workdir, log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(cv.format_table(record))
+    print(views.format_cv_table(record))
     print(f"Cross-validation record: {workdir / 'cv.json'} (pooled confusion matrix and "
           "learning curves beside it; each fold's reports in fold_<i>/)")  # fmt: skip
     if record["leaking"]:
@@ -97,11 +96,11 @@ def cmd_cv(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]
     if not record["complete"]:
         print(f"{len(record['folds_done'])} of {record['num_folds']} folds done; run the same "
               "command without cv.only_folds to finish and pool them all")  # fmt: skip
-    return cv.summary_line(record, workdir)
+    return views.cv_summary(record, workdir)
 
 
 def cmd_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
-    from sejax.training import train
+    from sejax.evaluation import evaluate
 
     if args.data or args.corpus:
         return _evaluate_corpus(args)
@@ -114,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str
     if average_last is None and args.checkpoint is not None:
         average_last = 0
     checkpoint = args.checkpoint or "best"
-    reports = train.evaluate(
+    reports = evaluate.evaluate(
         args.workdir, splits=(args.split,), checkpoint=checkpoint, average_last=average_last
     )
     report = reports[args.split]

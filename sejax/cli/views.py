@@ -1,15 +1,19 @@
-"""How ``sejax predict`` shows its results: a text table and a probabilities-over-time plot.
+"""How the commands show their results: ``sejax predict``'s table and probabilities-over-time
+plot, ``sejax cv``'s table of folds and its last JSON line.
 
-Kept apart from `sejax.inference.predict` so the library API carries no presentation code and
-matplotlib is imported only when a plot is asked for.
+Kept apart from the library (`sejax.inference.predict`, `sejax.evaluation.cv`) so its API
+carries no presentation code and matplotlib is imported only when a plot is asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from sejax import io
 from sejax.errors import SejaxError
+from sejax.evaluation.cv import METRICS
 from sejax.inference.predict import Prediction
 
 Result = tuple[str, Prediction | SejaxError]
@@ -20,7 +24,11 @@ def _short(name: str, width: int) -> str:
     return name if len(name) <= width else "..." + name[-(width - 3) :]
 
 
-def format_table(
+# ------------------------------------------------------------------------------------------
+# sejax predict
+
+
+def format_predictions_table(
     results: Sequence[Result], label_names: Sequence[str], *, show_windows: bool = False
 ) -> str:
     """One row per file: duration, windows, top emotion, its probability, all probabilities.
@@ -65,8 +73,6 @@ def plot_timeline(results: Sequence[Result], label_names: Sequence[str], path: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sejax.evaluation.metrics import write_atomic
-
     shown = [(n, r) for n, r in results if isinstance(r, Prediction)][:MAX_PLOTTED]
     if not shown:
         raise SejaxError(f"nothing to plot in {path}: no file was scored")
@@ -91,6 +97,54 @@ def plot_timeline(results: Sequence[Result], label_names: Sequence[str], path: P
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    io.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# sejax cv
+
+
+def cv_summary(record: Mapping[str, Any], workdir: str | Path) -> dict[str, Any]:
+    """The short form of cv.json that ``sejax cv`` prints as its last line."""
+    keep = ("fold", "test_actors", "accuracy", "uar", "macro_f1")
+    pooled = record.get("pooled") or {}
+    return {
+        "command": "cv",
+        "workdir": str(Path(workdir).absolute()),
+        "protocol": record["protocol"],
+        "leaking": record["leaking"],
+        "transductive": record.get("transductive", False),
+        "num_folds": record["num_folds"],
+        "folds_done": record["folds_done"],
+        "complete": record["complete"],
+        "folds": [{k: r[k] for k in keep} for r in record["folds"]],
+        "mean": record["mean"],
+        "std": record["std"],
+        "pooled": {k: pooled[k] for k in ("num_examples", *METRICS) if k in pooled} or None,
+        "cv_json": str(Path(workdir).absolute() / "cv.json"),
+    }
+
+
+def format_cv_table(record: Mapping[str, Any]) -> str:
+    """The folds, mean ± std and pooled metrics as a plain-text table."""
+
+    def row(name: str, test: str, n: Any, cells: Sequence[str]) -> str:
+        return f"{name:<10}{test:<22}{n!s:>9}" + "".join(f"{c:>14}" for c in cells)
+
+    lines = [row("fold", "test", "examples", ("accuracy", "UAR", "macro-F1"))]
+    for r in record["folds"]:
+        test = " ".join(map(str, r.get("test_parts") or r["test_actors"]))
+        test = test if len(test) < 21 else test[:17] + " ..."
+        lines.append(row(str(r["fold"]), test, r["num_examples"],
+                         [f"{r[k]:.3f}" for k in METRICS]))  # fmt: skip
+    if record["mean"]:
+        m, s, p = record["mean"], record["std"], record["pooled"]
+        lines.append(row("mean±std", "", "", [f"{m[k]:.3f}±{s[k]:.3f}" for k in METRICS]))
+        lines.append(row("pooled", "", p["num_examples"], [f"{p[k]:.3f}" for k in METRICS]))
+    if record["leaking"]:
+        lines.append("LEAKING: speakers or identical recordings are on both sides of the split")
+    if record.get("transductive"):
+        lines.append("TRANSDUCTIVE: each test speaker normalised with its own clips' statistics")
+    return "\n".join(lines)

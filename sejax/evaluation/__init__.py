@@ -1,1 +1,3 @@
-"""Metrics, evaluating a trained workdir, cross-validation, cross-corpus, run reports."""
+"""Evaluating a trained workdir (and train_and_evaluate: the loop, then that), the report
+files, folds and cross-validation, fold records and comparisons, cross-corpus evaluation, run
+reports."""

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import log_softmax
 
 from sejax.data import features, input_pipeline, prepare
 from sejax.data import shards as shards_lib
 from sejax.errors import ConfigError, DataError
-from sejax.evaluation import metrics as evaluation
-from sejax.training import train
+from sejax.evaluation import metrics
+from sejax.evaluation.evaluate import Trained, load_trained
+from sejax.training.validation import classification_metrics, predict_split
 
 
 def _cache_dir(
@@ -39,7 +41,7 @@ def _cache_dir(
 
 
 def _prepared(
-    trained: train.Trained,
+    trained: Trained,
     data: Path,
     corpus: str,
     *,
@@ -68,8 +70,8 @@ def _prepared(
         config.features,
         corpus=corpus,
         on_bad_name=on_bad_name,
-        num_workers=int(config.data.get("num_workers", 0)),
-        examples_per_shard=int(config.data.get("examples_per_shard", 256)),
+        num_workers=int(config.data.num_workers),
+        examples_per_shard=int(config.data.examples_per_shard),
         labels=labels,
         label_map=label_map,
         unmapped="drop",
@@ -88,9 +90,7 @@ def restricted_predictions(
     position = {int(c): i for i, c in enumerate(shared)}
     y = np.array([position[int(label)] for label in labels], np.int64)
     sub = logits[:, shared].astype(np.float64)
-    top = sub.max(axis=1, keepdims=True)
-    log_z = top[:, 0] + np.log(np.exp(sub - top).sum(axis=1))
-    losses = log_z - sub[np.arange(len(y)), y]
+    losses = -log_softmax(sub, axis=1)[np.arange(len(y)), y]
     return y, sub.argmax(axis=1), losses
 
 
@@ -119,19 +119,19 @@ def evaluate_corpus(
     if not data.exists():
         raise DataError(f"--data {data}: no such file or folder")
     data = data.resolve()
-    trained = train.load_trained(workdir, checkpoint)
+    trained = load_trained(workdir, checkpoint)
     config = trained.config
     model_labels = list(trained.meta["label_names"])
-    full_map = (*tuple(config.data.get("label_map", ())), *label_map)
+    full_map = (*tuple(config.data.label_map), *label_map)
     shards_dir = _prepared(
         trained, data, corpus, label_map=full_map,
         prepared_dir=Path(prepared_dir).absolute() if prepared_dir else None,
-        on_bad_name=on_bad_name or config.data.get("on_bad_name", "error"),
+        on_bad_name=on_bad_name or config.data.on_bad_name,
     )  # fmt: skip
     shards = input_pipeline.Shards(shards_dir)
     indices = np.arange(len(shards.examples))
-    out = train.predict_split(trained.par, trained.state, shards, indices, trained.norm,
-                              config.eval.batch_size)  # fmt: skip
+    out = predict_split(trained.par, trained.state, shards, indices, trained.norm,
+                        config.eval.batch_size)  # fmt: skip
     if sorted(out["index"].tolist()) != indices.tolist():
         raise AssertionError("evaluation did not see every example exactly once")
 
@@ -139,7 +139,7 @@ def evaluate_corpus(
     shared = np.array([i for i in range(len(model_labels)) if i in present], np.int64)
     shared_names = [model_labels[i] for i in shared]
     y, pred, losses = restricted_predictions(out["logits"], out["labels"], shared)
-    report = evaluation.classification_metrics(y, pred, shared_names, losses)
+    report = classification_metrics(y, pred, shared_names, losses)
     dropped_corpus = {
         f"{c['corpus']}:{label}" if len(shards.metadata.get("corpora", [])) > 1 else label: n
         for c in shards.metadata.get("corpora", [])
@@ -160,6 +160,6 @@ def evaluate_corpus(
         },
         accuracy_all_model_labels=float(np.mean(out["logits"].argmax(-1) == out["labels"])),
     )
-    json_path, png_path = evaluation.write_report(report, trained.workdir / "eval", name)
+    json_path, png_path = metrics.write_split_report(report, trained.workdir / "eval", name)
     report["report_path"], report["confusion_png"] = str(json_path), str(png_path)
     return report

@@ -1,60 +1,20 @@
-"""Classification metrics (scikit-learn) and the eval report: JSON plus a confusion-matrix PNG.
+"""The eval report of one split: per-example predictions, a JSON file and a confusion-matrix PNG.
 
-SER papers report WA (accuracy), UAR (mean per-class recall, sklearn's balanced accuracy) and
-macro-F1; RAVDESS's neutral class is half the size of the others, so UAR != WA.
+The scores themselves (accuracy, UAR, macro-F1, per class) are
+`sejax.training.validation.classification_metrics`, the ones the loop selects checkpoints by.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
+from scipy.special import softmax
 
-
-def classification_metrics(
-    labels: np.ndarray,
-    predictions: np.ndarray,
-    label_names: Sequence[str],
-    losses: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Accuracy, UAR, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
-
-    Classes absent from ``labels`` are left out of UAR and macro-F1 (they have no recall);
-    they still appear in ``per_class`` (support 0) and in the confusion matrix.
-    """
-    labels = np.asarray(labels, np.int64)
-    predictions = np.asarray(predictions, np.int64)
-    all_classes = np.arange(len(label_names))
-    present = np.unique(labels)
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        labels, predictions, labels=all_classes, zero_division=0
-    )
-    report: dict[str, Any] = {
-        "num_examples": len(labels),
-        "accuracy": float(skm.accuracy_score(labels, predictions)),
-        "uar": float(skm.recall_score(labels, predictions, labels=present, average="macro",
-                                      zero_division=0)),
-        "macro_f1": float(skm.f1_score(labels, predictions, labels=present, average="macro",
-                                       zero_division=0)),
-        "loss": float(np.mean(losses)) if losses is not None and len(losses) else None,
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(label_names)
-        },
-        "confusion_matrix": skm.confusion_matrix(labels, predictions, labels=all_classes).tolist(),
-        "label_names": list(label_names),
-    }  # fmt: skip
-    return report
+from sejax import io
+from sejax.training import distributed
 
 
 def predictions_record(index: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> dict:
@@ -62,13 +22,11 @@ def predictions_record(index: np.ndarray, labels: np.ndarray, logits: np.ndarray
     probabilities (5 decimals), as JSON lists."""
     order = np.argsort(index, kind="stable")
     logits = np.asarray(logits, np.float64)[order]
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
     return {
         "index": np.asarray(index)[order].astype(int).tolist(),
         "label": np.asarray(labels)[order].astype(int).tolist(),
         "pred": logits.argmax(-1).astype(int).tolist(),
-        "probs": np.round(probs, 5).tolist(),
+        "probs": np.round(softmax(logits, axis=-1), 5).tolist(),
     }
 
 
@@ -98,37 +56,24 @@ def plot_confusion_matrix(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    io.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
 
-def write_report(report: dict[str, Any], eval_dir: Path, split: str) -> tuple[Path, Path]:
+def write_split_report(report: dict[str, Any], eval_dir: Path, split: str) -> tuple[Path, Path]:
     """Writes ``<eval_dir>/<split>.json`` and ``<split>_confusion.png``; returns both paths.
 
     In a multi-process run every process computes the same report; only process 0 writes it.
     """
     json_path = eval_dir / f"{split}.json"
-    from sejax.training import distributed
-
+    png_path = eval_dir / f"{split}_confusion.png"
     if not distributed.is_main_process():
-        return json_path, eval_dir / f"{split}_confusion.png"
+        return json_path, png_path
     eval_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(json_path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
-    png_path = plot_confusion_matrix(
-        report["confusion_matrix"], report["label_names"], eval_dir / f"{split}_confusion.png",
+    io.write_json(json_path, report, indent=2)
+    plot_confusion_matrix(
+        report["confusion_matrix"], report["label_names"], png_path,
         title=f"{split}: accuracy {report['accuracy']:.3f}, UAR {report['uar']:.3f}",
     )  # fmt: skip
     return json_path, png_path
-
-
-def write_atomic(path: Path, write) -> None:
-    """Writes through a temporary file and renames, so a crash never leaves a torn file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sejax.errors import DataError
+from sejax.io import read_json, write_atomic
 
 SPLIT_ORDER = ("train", "validation", "test")
 STYLE = """
@@ -33,13 +34,6 @@ padding:.25em .6em;text-align:right}th{background:#f4f4f4}td:first-child,th:firs
 text-align:left}img{max-width:100%}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;
 font-size:.85em}.muted{color:#777}
 """
-
-
-def _read_json(path: Path) -> Any | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
@@ -117,7 +111,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _confusion_png(report: dict[str, Any], name: str) -> str:
-    from sejax.evaluation.metrics import plot_confusion_matrix
+    from sejax.evaluation.metrics import plot_confusion_matrix  # matplotlib, on first use
 
     with tempfile.TemporaryDirectory() as tmp:
         path = plot_confusion_matrix(
@@ -131,7 +125,7 @@ def _eval_reports(eval_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """Evaluation reports in ``eval/`` (standard splits first, then e.g. cross-corpus ones)."""
     found = []
     for path in sorted(eval_dir.glob("*.json")) if eval_dir.is_dir() else []:
-        report = _read_json(path)
+        report = read_json(path)
         if isinstance(report, dict) and {"confusion_matrix", "label_names", "per_class"} <= set(
             report
         ):
@@ -180,9 +174,9 @@ def build_html(workdir: str | Path) -> tuple[str, list[str]]:
     workdir = Path(workdir).expanduser().absolute()
     if not workdir.is_dir():
         raise DataError(f"workdir not found: {workdir}")
-    config = _read_json(workdir / "config.json")
-    split = _read_json(workdir / "split.json")
-    summary = _read_json(workdir / "summary.json")
+    config = read_json(workdir / "config.json")
+    split = read_json(workdir / "split.json")
+    summary = read_json(workdir / "summary.json")
     rows = read_metrics(workdir / "metrics.jsonl")
     if config is None and not rows and not _checkpoints(workdir):
         raise DataError(
@@ -273,12 +267,10 @@ def build_html(workdir: str | Path) -> tuple[str, list[str]]:
     return page, sections
 
 
-def write_report(workdir: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def write_run_report(workdir: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Writes the report (default ``<workdir>/report.html``) atomically; returns a summary."""
-    from sejax.evaluation.metrics import write_atomic
-
     page, sections = build_html(workdir)
     path = Path(out) if out else Path(workdir) / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return {"report": str(path.absolute()), "sections": sections, "size_bytes": len(page)}

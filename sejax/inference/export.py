@@ -63,12 +63,12 @@ def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.A
 def _with_precise_batch_stats(workdir: Any, checkpoint: str, num_batches: int) -> bundle_lib.Bundle:
     """A workdir's model with BatchNorm statistics recomputed from its training batches (one
     restore: the train state feeds both the calibration and the bundle)."""
-    from sejax.training import train
+    from sejax.evaluation import evaluate  # the train state and the run's data: heavy
 
     if workdir is None:
         raise ConfigError("--precise-bn-batches needs --workdir: the run's training data")
-    trained = train.load_trained(workdir, checkpoint)
-    state = jax.device_get(train.precise_batch_stats(trained, num_batches))
+    trained = evaluate.load_trained(workdir, checkpoint)
+    state = jax.device_get(evaluate.precise_batch_stats(trained, num_batches))
     meta = dict(trained.meta, precise_bn_batches=num_batches)
     variables = {"params": state.inference_params, "batch_stats": state.batch_stats}
     return bundle_lib.from_variables(variables, meta, trained.workdir, trained.step)
@@ -149,7 +149,7 @@ def export(
     without TensorFlow is a ConfigError, not a silent skip. ``precise_bn_batches`` > 0
     (a ``workdir`` only: it needs the run's training data) exports BatchNorm statistics
     recomputed from that many training batches
-    (`sejax.training.train.precise_batch_stats`), for runs
+    (`sejax.evaluation.evaluate.precise_batch_stats`), for runs
     trained with ``train.precise_bn_batches=0``.
     """
     if formats is None:

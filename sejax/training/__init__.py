@@ -1,1 +1,1 @@
-"""The train state, the per-device steps, data parallelism, checkpoints and the loop."""
+"""The train state, the per-device steps, data parallelism, checkpoints, validation and the loop."""

@@ -1,16 +1,16 @@
-"""Training and evaluation loop: ``train_and_evaluate(config, workdir)`` reads top to bottom.
+"""The training loop: ``train(config, workdir)`` reads top to bottom.
 
 Input (shards, actor split, normalisation) -> model, optimizer and train state -> restore the
 latest checkpoint if the workdir has one -> epochs of data-parallel train steps with periodic
-validation and checkpoints -> final evaluation of the best checkpoint (or the mean of the last
-few, ``eval.average_last_checkpoints``) on each eval split.
+validation (`sejax.training.validation`) and checkpoints. The final evaluation of the best
+checkpoint on each eval split is a layer above: `sejax.evaluation.evaluate.train_and_evaluate`
+runs this loop, then evaluates the workdir it leaves, as ``sejax evaluate`` would later.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -23,13 +23,13 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sejax import io
 from sejax.configs import loading as config_lib
-from sejax.configs.validation import check_average_last, validate
+from sejax.configs.validation import validate
 from sejax.data import input_pipeline, prepare, splits
-from sejax.errors import CheckpointError, ConfigError, SejaxError
-from sejax.evaluation import metrics as evaluation
-from sejax.training import augment, distributed, parallel, train_state
-from sejax.training.checkpoints import Checkpoints, open_for_reading, selection_metrics
+from sejax.errors import CheckpointError, SejaxError
+from sejax.training import augment, distributed, parallel, train_state, validation
+from sejax.training.checkpoints import Checkpoints, selection_metrics
 from sejax.training.metric_writers import create_writer
 from sejax.training.preemption import Preempted, StopSignals
 
@@ -45,91 +45,24 @@ def _progress() -> Progress:
 
 
 # ------------------------------------------------------------------------------------------
-# Evaluation of one split with the parallel eval step.
-
-
-def predict_split(
-    par: parallel.Parallel,
-    state: train_state.TrainState,
-    shards: input_pipeline.Shards,
-    indices: np.ndarray,
-    norm: input_pipeline.Normalization,
-    batch_size: int,
-) -> dict[str, np.ndarray]:
-    """Logits, labels, losses and metadata indices of every example of a split, once each.
-
-    With several processes each feeds its share of the split and all get every prediction
-    back (the eval step gathers them; labels, indices and masks are gathered alongside).
-    """
-    logits, labels, losses, index = [], [], [], []
-    for batch in shards.eval_batches(
-        indices, norm, batch_size=batch_size,
-        num_processes=jax.process_count(), process_index=jax.process_index(),
-    ):  # fmt: skip
-        out = par.eval_step(state, par.put_batch(batch))
-        batch = distributed.allgather({k: batch[k] for k in ("mask", "label", "index")})
-        keep = batch["mask"] > 0
-        logits.append(np.asarray(out["logits"])[keep])
-        losses.append(np.asarray(out["loss"])[keep])
-        labels.append(batch["label"][keep])
-        index.append(batch["index"][keep])
-    return {
-        "logits": np.concatenate(logits),
-        "labels": np.concatenate(labels),
-        "losses": np.concatenate(losses),
-        "index": np.concatenate(index),
-    }
-
-
-def evaluate_split(
-    par, state, shards, indices, norm, batch_size, predictions: bool = False
-) -> dict[str, Any]:
-    out = predict_split(par, state, shards, indices, norm, batch_size)
-    return split_report(out, indices, shards.label_names, predictions)
-
-
-def split_report(
-    out: dict[str, np.ndarray], indices: np.ndarray, label_names: list[str], predictions: bool
-) -> dict[str, Any]:
-    """The metrics of one split's predictions (`predict_split`'s output); with
-    ``predictions``, every example's probabilities too."""
-    if len(out["index"]) != len(indices) or set(out["index"]) != set(indices.tolist()):
-        raise AssertionError("evaluation did not see every example of the split exactly once")
-    report = evaluation.classification_metrics(
-        out["labels"], out["logits"].argmax(-1), label_names, out["losses"]
-    )
-    if predictions:  # per example, for pooling over folds (sejax.evaluation.cv) and later analysis
-        report["predictions"] = evaluation.predictions_record(
-            out["index"], out["labels"], out["logits"]
-        )
-    return report
-
-
-def mean_prediction(outs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Several models' `predict_split` outputs on one split as one snapshot ensemble: the
-    mean of their softmax probabilities, returned as log-probabilities in ``logits`` (their
-    softmax is that mean), and the cross-entropy of that mean in ``losses``."""
-    first = outs[0]
-    if any(not np.array_equal(o["index"], first["index"]) for o in outs):
-        raise AssertionError("the ensemble's members saw the split's examples in other orders")
-    from scipy.special import log_softmax, logsumexp  # scipy comes with scikit-learn
-
-    log_probs = log_softmax(np.stack([np.asarray(o["logits"], np.float64) for o in outs]), -1)
-    mean = logsumexp(log_probs, axis=0) - np.log(len(outs))
-    losses = -np.take_along_axis(mean, first["labels"][:, None].astype(int), axis=-1)[:, 0]
-    return dict(first, logits=mean, losses=losses)
-
-
-# ------------------------------------------------------------------------------------------
 # The loop.
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Trains (resuming from ``workdir`` if it holds checkpoints), evaluates, returns a summary.
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What the loop knows when it ends: the training half of ``summary.json`` (``best_epoch``
+    is the best validation epoch; the final evaluation names the epoch it evaluated)."""
+
+    summary: dict[str, Any]
+    steps_per_epoch: int
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult:
+    """Trains, resuming from ``workdir`` if it holds checkpoints; validates and checkpoints.
 
     Multi-process runs (``config.distributed``) run this same function in every process, with
     ``workdir`` on storage they all share: process 0 prepares data and writes the files,
-    all of them train, checkpoint and evaluate together.
+    all of them train and checkpoint together.
     """
     validate(config)
     distributed.initialize(config)  # before anything touches a device
@@ -205,7 +138,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if start_step == 0:
         writer.write_hparams({k: str(v) for k, v in config_lib.flatten(config.to_dict()).items()})
     if main:
-        (workdir / "config.json").write_text(config_lib.to_json(config))
+        text = config_lib.to_json(config)
+        io.write_atomic(workdir / "config.json", lambda tmp: tmp.write_text(text))
 
     def save(step: int, state: train_state.TrainState, epoch: int, **extra: Any) -> None:
         """Checkpoints a finite state only: the latest checkpoint is always a good one."""
@@ -272,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 writer.close()
                 raise Preempted(stop.signum, step, workdir)
             last = epoch_done == tc.num_epochs
-            if tc.get("precise_bn_batches", 0) > 0:  # inference statistics of these weights
+            if tc.precise_bn_batches > 0:  # inference statistics of these weights
                 calibration = itertools.islice(train_batches(epoch, 0), tc.precise_bn_batches)
                 state = par.precise_batch_stats(state, calibration)
             scalars = {"epoch": epoch_done}
@@ -285,7 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     raise _non_finite(f"every update of epoch {epoch_done} was non-finite", ckpts)
             has_val = len(split.indices["validation"]) > 0
             if has_val and (epoch_done % tc.eval_every_epochs == 0 or last):
-                val = evaluate_split(
+                val = validation.evaluate_split(
                     par, state, shards, split.indices["validation"], norm, config.eval.batch_size
                 )
                 scalars.update(
@@ -318,16 +252,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     writer.close()
     train_seconds = time.time() - started
 
-    reports = evaluate(workdir, splits=tuple(config.eval.splits))
     summary = {
         "workdir": str(workdir),
         "steps": step,
         "epochs": step // steps_per_epoch,
         "stopped_early": stopped_early,
-        # The epoch of the checkpoint evaluated (the best by validation UAR; on a tie, the
-        # later), or of the last checkpoint of a snapshot ensemble (eval.average_last_checkpoints).
-        "best_epoch": _epoch_of(reports, steps_per_epoch, best_epoch),
-        "average_last_checkpoints": config.eval.get("average_last_checkpoints", 0),
+        "best_epoch": best_epoch,
+        "average_last_checkpoints": config.eval.average_last_checkpoints,
         "train_seconds": round(train_seconds, 1),
         "num_devices": par.num_devices,
         "num_processes": jax.process_count(),
@@ -335,158 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         "skipped_steps": _skipped(state),  # non-finite updates skipped (train.on_non_finite)
         "leaking": split.leaking,
     }
-    for name, report in reports.items():
-        summary[name] = {
-            k: report[k] for k in ("accuracy", "uar", "macro_f1", "loss", "num_examples")
-        }
-    if main:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-# ------------------------------------------------------------------------------------------
-# Evaluation of a trained workdir, without the training config.
-
-
-@dataclasses.dataclass(frozen=True)
-class Trained:
-    """A restored checkpoint ready to predict: its run config and meta, state and steps."""
-
-    workdir: Path
-    step: int
-    meta: dict[str, Any]
-    config: ml_collections.ConfigDict
-    par: parallel.Parallel
-    state: train_state.TrainState
-    norm: input_pipeline.Normalization
-
-
-def load_trained(workdir: str | Path, checkpoint: str | int = "best") -> Trained:
-    """Restores a checkpoint of ``workdir`` ('best', 'latest' or a step) from its meta alone."""
-    workdir = Path(workdir).absolute()
-    ckpts = open_for_reading(workdir)
-    try:
-        step = _checkpoint_step(ckpts, checkpoint)
-        meta = ckpts.restore_meta(step)
-        config = config_lib.from_dict(meta["config"])
-        par = parallel.make_parallel(config.train)
-        par.check_batch_size(config.eval.batch_size, "eval.batch_size")
-        abstract = jax.eval_shape(
-            lambda: train_state.create_train_state(
-                config, meta["steps_per_epoch"], seed=0, bn_axis_name=parallel.AXIS
-            )
-        )
-        state, _ = ckpts.restore(step, par.abstract_state(abstract))
-    finally:
-        ckpts.close()
-    norm = input_pipeline.Normalization.from_json(meta["normalization"])
-    return Trained(workdir, int(step), meta, config, par, state, norm)
-
-
-def _checkpoint_step(ckpts: Checkpoints, checkpoint: str | int) -> int:
-    if checkpoint == "best":
-        return ckpts.best_step()
-    if checkpoint == "latest":
-        return ckpts.latest_step()
-    if isinstance(checkpoint, int) and checkpoint in ckpts.all_steps():
-        return checkpoint
-    raise CheckpointError(
-        f"{ckpts.directory} has no checkpoint {checkpoint!r}: choose 'best', 'latest' or one of "
-        f"the steps {ckpts.all_steps()}"
-    )
-
-
-def last_checkpoints(workdir: str | Path, n: int) -> list[int]:
-    """The steps of the last ``n`` checkpoints of ``workdir``, ascending; all ``n`` must exist."""
-    ckpts = open_for_reading(workdir)
-    try:
-        steps = ckpts.all_steps()
-    finally:
-        ckpts.close()
-    if len(steps) < n:
-        raise CheckpointError(
-            f"{Path(workdir) / 'checkpoints'} holds {len(steps)} checkpoint(s), fewer than the "
-            f"{n} to average (eval.average_last_checkpoints); train with "
-            f"train.keep_checkpoints >= {n}"
-        )
-    return steps[-n:]
-
-
-def _shards_of(trained: Trained) -> input_pipeline.Shards:
-    """The shards ``trained`` was trained on, checked to still hold the same features."""
-    meta = trained.meta
-    shards = input_pipeline.Shards(meta["shards"])
-    if shards.metadata["fingerprint"] != meta["features_fingerprint"]:
-        raise CheckpointError(
-            f"the shards in {meta['shards']} no longer match the features this model was "
-            "trained on; re-run `sejax prepare`"
-        )
-    return shards
-
-
-def precise_batch_stats(trained: Trained, num_batches: int) -> train_state.TrainState:
-    """``trained``'s state with its BatchNorm averages recomputed from ``num_batches``
-    training batches of its run, in the order of the epoch that ended at its step: what
-    ``train.precise_bn_batches`` computes at an epoch's end, after the fact (for runs trained
-    with it off; for runs trained with it on and the same count it gives the saved values)."""
-    config, meta = trained.config, trained.meta
-    if num_batches < 1:
-        raise ConfigError(f"precise BatchNorm needs >= 1 batch, got {num_batches}")
-    shards = _shards_of(trained)
-    split = splits.make_split(shards.examples, config.data)
-    epoch = max(trained.step // meta["steps_per_epoch"] - 1, 0)
-    batches = shards.train_batches(
-        split.indices["train"], trained.norm, batch_size=config.train.batch_size,
-        seed=config.seed, epoch=epoch, shuffle_buffer=config.data.shuffle_buffer,
-        drop_remainder=config.data.get("drop_remainder", True),
-    )  # fmt: skip
-    calibration = (trained.par.put_batch(b) for b in itertools.islice(batches, num_batches))
-    return trained.par.precise_batch_stats(trained.state, calibration)
-
-
-def evaluate(
-    workdir: str | Path,
-    splits: tuple[str, ...] = ("test",),
-    checkpoint: str | int = "best",
-    average_last: int | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Evaluates a trained ``workdir`` on the given splits; writes eval/<split>.json.
-
-    The model evaluated: the mean class probabilities of the last ``average_last``
-    checkpoints when that is > 0 (None: the run's ``eval.average_last_checkpoints``), else
-    the single ``checkpoint`` ('best' by validation UAR, 'latest', or a step).
-    """
-    trained = load_trained(workdir, checkpoint)
-    config = trained.config
-    if average_last is None:
-        average_last = config.eval.get("average_last_checkpoints", 0)
-    check_average_last(average_last, config.train.keep_checkpoints, "average_last")
-    members = [trained]
-    if average_last > 0:
-        steps = last_checkpoints(workdir, average_last)
-        members = [trained if step == trained.step else load_trained(workdir, step)
-                   for step in steps]  # fmt: skip
-    shards = _shards_of(trained)
-    split = splits.make_split(shards.examples, config.data)
-    reports = {}
-    for name in splits:
-        if name not in split.indices:
-            raise ConfigError(f"unknown split {name!r}; choose from {list(split.indices)}")
-        indices = split.indices[name]
-        if len(indices) == 0:
-            continue
-        outs = [predict_split(m.par, m.state, shards, indices, m.norm, config.eval.batch_size)
-                for m in members]  # fmt: skip
-        out = outs[0] if len(outs) == 1 else mean_prediction(outs)
-        report = split_report(out, indices, shards.label_names, predictions=True)
-        report.update(split=name, step=members[-1].step, actors=list(split.actors[name]),
-                      leaking=split.leaking)  # fmt: skip
-        if average_last > 0:
-            report["checkpoint_steps"] = [m.step for m in members]  # the snapshot ensemble
-        json_path, png_path = evaluation.write_report(report, trained.workdir / "eval", name)
-        report["report_path"], report["confusion_png"] = str(json_path), str(png_path)
-        reports[name] = report
-    return reports
+    return TrainResult(summary, steps_per_epoch)
 
 
 def _check_finite(
@@ -528,11 +308,6 @@ def _skipped(state: train_state.TrainState) -> int:
     if state.skipped_steps is None:
         return 0
     return int(np.asarray(state.skipped_steps.addressable_data(0)))  # replicated
-
-
-def _epoch_of(reports: dict[str, dict[str, Any]], steps_per_epoch: int, fallback: int) -> int:
-    steps = [r["step"] for r in reports.values() if "step" in r]
-    return -(-steps[0] // steps_per_epoch) if steps else fallback
 
 
 LEAKING_NOTE = (
