@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import balanced_accuracy_score
 
 from sejax.cli import main as cli
 from sejax.configs import loading as config_lib
 from sejax.corpora.ravdess import EMOTIONS
 from sejax.data import prepare, splits
 from sejax.data import shards as shards_lib
+from sejax.errors import DataError
 from sejax.evaluation import cv, evaluate, metrics
 from sejax.training.validation import classification_metrics
 from tests.conftest import tiny_args
@@ -45,14 +47,15 @@ def fake_train(rows):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config_lib.to_json(config))
         split = splits.make_split(rows, config.data)
-        idx = split.indices["test"]
-        labels = np.array([rows[i]["label"] for i in idx])
-        logits = np.eye(8)[np.where(idx % 3 == 0, (labels + 1) % 8, labels)]  # 2/3 right
-        report = classification_metrics(labels, logits.argmax(-1), EMOTIONS)
-        report.update(actors=list(split.actors["test"]), leaking=split.leaking,
-                      predictions=metrics.predictions_record(idx, labels, logits))  # fmt: skip
         (workdir / "eval").mkdir()
-        (workdir / "eval" / "test.json").write_text(json.dumps(report))
+        for name, wrong in (("test", 3), ("validation", 2)):  # 2/3 and 1/2 right
+            idx = split.indices[name]
+            labels = np.array([rows[i]["label"] for i in idx])
+            logits = np.eye(8)[np.where(idx % wrong == 0, (labels + 1) % 8, labels)]
+            report = classification_metrics(labels, logits.argmax(-1), EMOTIONS)
+            report.update(actors=list(split.actors[name]), leaking=split.leaking,
+                          predictions=metrics.predictions_record(idx, labels, logits))  # fmt: skip
+            (workdir / "eval" / f"{name}.json").write_text(json.dumps(report))
         lines = [{"step": s, "train_loss": 2.0 / s} for s in (1, 2, 3, 4)]
         lines += [{"step": 2 * e, "epoch": e, "val_uar": 0.2 * e} for e in (1, 2)]
         (workdir / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
@@ -90,7 +93,7 @@ def test_cv_runs_selected_folds_resumes_and_pools(fake_run, capsys):
     assert sejax_cv() == 0  # the rest; fold 1 is finished and kept
     summary, out = last_json(capsys)
     assert calls == ["fold_1", "fold_0", "fold_2", "fold_3"]
-    assert "finished earlier, kept" in out.err
+    assert "fold 2/4: test actors [3, 4], validation [5, 6]: recorded earlier, kept" in out.err
     assert summary["complete"] and summary["leaking"] is False
     record = json.loads((workdir / "cv.json").read_text())
     assert [f["test_actors"] for f in record["folds"]] == [[1, 2], [3, 4], [5, 6], [7, 8]]
@@ -108,19 +111,71 @@ def test_cv_runs_selected_folds_resumes_and_pools(fake_run, capsys):
     assert record["git"] is None or len(record["git"]["commit"]) == 40
     assert (workdir / "cv_confusion.png").stat().st_size > 1000
     assert (workdir / "cv_learning_curves.png").stat().st_size > 1000
-    # The same numbers from the summed confusion matrices (reports without predictions).
-    reports = [json.loads((workdir / f"fold_{i}/eval/test.json").read_text()) for i in range(4)]
-    for r in reports:
-        del r["predictions"]
-    assert cv.pooled_metrics(reports, EMOTIONS)["uar"] == pytest.approx(pooled["uar"])
+    # Validation beside test: each fold's, and their mean and std over the folds.
+    for f in record["folds"]:
+        val = json.loads((workdir / f"fold_{f['fold']}/eval/validation.json").read_text())
+        assert f["validation"] == {k: val[k] for k in ("accuracy", "uar", "macro_f1")}
+    val_uars = [f["validation"]["uar"] for f in record["folds"]]
+    assert record["validation"]["mean"]["uar"] == pytest.approx(np.mean(val_uars))
+    assert record["validation"]["std"]["uar"] == pytest.approx(np.std(val_uars))
+    assert summary["validation"] == record["validation"]
+    assert "val UAR" in out.out and f"{np.mean(val_uars):.3f}" in out.out
+    # One record per fold, clips named by their source.
+    stored = {i: json.loads((workdir / "folds" / f"fold_{i}.json").read_text()) for i in range(4)}
+    assert all(r["format"] == "sejax.cv_fold/1" for r in stored.values())
+    test_clips = [c for r in stored.values() for c in r["test"]["clips"]]
+    assert sorted(test_clips) == sorted(row["source"] for row in rows)
+
+
+def test_cv_aggregates_committed_fold_records_without_data_or_training(fake_run, monkeypatch):
+    """Folds run elsewhere: their records copied into one folder are aggregated as they are."""
+    sejax_cv, calls, _, workdir = fake_run
+    elsewhere = workdir.with_name("elsewhere")
+    assert sejax_cv("--config.cv.only_folds=(0, 1)") == 0
+    assert sejax_cv("--config.cv.only_folds=(2, 3)", workdir=elsewhere) == 0
+    committed = workdir.with_name("committed") / "folds"
+    committed.mkdir(parents=True)
+    for i, source in ((0, workdir), (1, workdir), (2, elsewhere), (3, elsewhere)):
+        record = (source / "folds" / f"fold_{i}.json").read_bytes()
+        (committed / f"fold_{i}.json").write_bytes(record)
+
+    def no_data(*args):
+        raise AssertionError("aggregating records must not read data")
+
+    monkeypatch.setattr(prepare, "ensure_shards", no_data)
+    assert sejax_cv(workdir=committed.parent) == 0
+    record = json.loads((committed.parent / "cv.json").read_text())
+    assert record["complete"] and record["folds_done"] == [0, 1, 2, 3] and record["shards"] is None
+    assert calls == ["fold_0", "fold_1", "fold_2", "fold_3"]  # nothing trained again
+    labels, preds = [], []
+    for i in range(4):
+        test = json.loads((committed / f"fold_{i}.json").read_text())["test"]
+        labels += test["label"]
+        preds += test["pred"]
+    assert record["pooled"]["uar"] == pytest.approx(balanced_accuracy_score(labels, preds))
+    # Another recipe's record is refused, naming the file and the setting.
+    other = json.loads((committed / "fold_3.json").read_text())
+    other["config"]["train"]["learning_rate"] = 0.5
+    (committed / "fold_3.json").write_text(json.dumps(other))
+    assert sejax_cv(workdir=committed.parent) == 2
+
+
+def test_records_of_overlapping_folds_are_refused():
+    split = {"clips": ["a", "b"], "label": [0, 1], "pred": [0, 1]}
+    with pytest.raises(DataError, match="two folds"):
+        cv.pooled_metrics([split, dict(split, clips=["b", "c"])], EMOTIONS)
 
 
 def test_cv_refuses_a_fold_folder_from_another_config(fake_run, capsys):
-    sejax_cv, calls, _, _ = fake_run
+    sejax_cv, calls, _, workdir = fake_run
     assert sejax_cv("--config.cv.only_folds=(0,)") == 0
     assert sejax_cv("--config.cv.only_folds=(0,)", "--config.train.num_epochs=3") == 2
     err = capsys.readouterr().err
-    assert "was run with another config (train.num_epochs: 10 -> 3)" in err
+    assert "was made by another recipe (train.num_epochs: 10 -> 3)" in err
+    # A fold folder without its record (a run stopped before it was written) is checked too.
+    (workdir / "folds" / "fold_0.json").unlink()
+    assert sejax_cv("--config.cv.only_folds=(0,)", "--config.train.num_epochs=3") == 2
+    assert "was run with another config (train.num_epochs: 10 -> 3)" in capsys.readouterr().err
     assert calls == ["fold_0"]
 
 
@@ -128,9 +183,9 @@ def test_cv_accepts_a_fold_run_before_a_config_key_existed(fake_run, tmp_path):
     """A key sejax added later, left at its default, is no config change; set otherwise, it is."""
     sejax_cv, calls, _, workdir = fake_run
     assert sejax_cv("--config.cv.only_folds=(0,)") == 0
-    saved = workdir / "fold_0" / "config.json"
+    saved = workdir / "folds" / "fold_0.json"
     old = json.loads(saved.read_text())
-    del old["data"]["device_resident"]  # as written before data.device_resident existed
+    del old["config"]["data"]["device_resident"]  # as written before the key existed
     saved.write_text(json.dumps(old))
     assert sejax_cv("--config.cv.only_folds=(0,)") == 0
     assert sejax_cv("--config.cv.only_folds=(0,)", "--config.data.device_resident=True") == 2
@@ -188,7 +243,9 @@ def test_cv_command_end_to_end_on_the_demo_corpus(tmp_path):
 def test_the_test_model_is_named_in_cv_json(fake_run, capsys):
     sejax_cv, _, _, workdir = fake_run
     assert sejax_cv() == 0
-    assert "best validation UAR" in json.loads((workdir / "cv.json").read_text())["test_model"]
+    assert json.loads((workdir / "cv.json").read_text())["test_model"] == (
+        "the checkpoint with the best validation uar"
+    )
     assert sejax_cv("--config.eval.average_last_checkpoints=2", workdir=workdir.with_name("a")) == 0
     record = json.loads((workdir.with_name("a") / "cv.json").read_text())
     assert record["test_model"] == "mean probabilities of the last 2 checkpoint(s)"
@@ -204,3 +261,19 @@ def test_per_speaker_normalisation_is_labelled_transductive(fake_run, capsys):
     for fold in calls:  # each fold trained with the setting
         config = json.loads((workdir / fold / "config.json").read_text())
         assert config["data"]["normalization"] == "per_speaker"
+
+
+def test_sejax_compare_two_recipes_on_the_same_folds(fake_run, capsys):
+    """`sejax compare A B` reads both recipes' fold records and compares them on validation."""
+    sejax_cv, _, _, workdir = fake_run
+    other = workdir.with_name("other")
+    assert sejax_cv() == 0
+    assert sejax_cv("--config.train.learning_rate=0.002", workdir=other) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", str(workdir), str(other / "folds"), "--resamples", "50"]) == 0
+    result, out = last_json(capsys)
+    assert result["split"] == "validation" and result["folds"] == [0, 1, 2, 3]
+    assert result["mean_difference"] == 0.0  # the stand-in trains both alike
+    assert not result["b_better"] and "no gain outside the noise" in out.out
+    assert cli.main(["compare", str(workdir), str(workdir.with_name("none"))]) == 2
+    assert "no fold records" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sejax.errors import ConfigError, SejaxError
+from sejax.errors import ConfigError, DataError, SejaxError
 from sejax.training.preemption import Preempted
 
 REAL_DATA_HINT = (
@@ -97,6 +97,26 @@ def cmd_cv(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]
         print(f"{len(record['folds_done'])} of {record['num_folds']} folds done; run the same "
               "command without cv.only_folds to finish and pool them all")  # fmt: skip
     return views.cv_summary(record, workdir)
+
+
+def cmd_compare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
+    """Recipe B against recipe A on their common folds: per fold and by a paired bootstrap."""
+    from sejax.evaluation import compare, records
+
+    def fold_records(path: str) -> dict[int, dict[str, Any]]:
+        folder = Path(path)
+        folder = folder / "folds" if (folder / "folds").is_dir() else folder
+        found = records.read_all(folder)
+        if not found:
+            raise DataError(f"{path}: no fold records (fold_<i>.json) in it or in its folds/")
+        return found
+
+    result = compare.compare(
+        fold_records(args.a), fold_records(args.b), split=args.split, metric=args.metric,
+        resamples=args.resamples, seed=args.seed,
+    )  # fmt: skip
+    print(compare.format_comparison(result, name_a=args.a, name_b=args.b))
+    return {"command": "compare", "a": args.a, "b": args.b, **result}
 
 
 def cmd_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
@@ -237,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="folds train in WORKDIR/fold_<i>")
     p.add_argument("--config", default=None, help="config file; default: the demo corpus")
     p.set_defaults(fn=cmd_cv)
+
+    p = sub.add_parser(
+        "compare", help="two cross-validated recipes, fold by fold and by a paired bootstrap"
+    )
+    p.add_argument("a", help="recipe A: a `sejax cv` workdir or a folder of fold records")
+    p.add_argument("b", help="recipe B, on the same folds")
+    p.add_argument("--split", default="validation", choices=("validation", "test"),
+                   help="choose recipes on validation (default); report test once")  # fmt: skip
+    p.add_argument("--metric", default="uar", choices=("uar", "accuracy", "macro_f1"))
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("evaluate", help="evaluate a trained workdir on a split or another corpus")
     p.add_argument("--workdir", required=True)

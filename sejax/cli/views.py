@@ -123,25 +123,32 @@ def cv_summary(record: Mapping[str, Any], workdir: str | Path) -> dict[str, Any]
         "mean": record["mean"],
         "std": record["std"],
         "pooled": {k: pooled[k] for k in ("num_examples", *METRICS) if k in pooled} or None,
+        "validation": record.get("validation"),
         "cv_json": str(Path(workdir).absolute() / "cv.json"),
     }
 
 
 def format_cv_table(record: Mapping[str, Any]) -> str:
-    """The folds, mean ± std and pooled metrics as a plain-text table."""
+    """The folds' test metrics, mean ± std and pooled, with each fold's validation UAR (what
+    recipes are chosen on) beside them, as a plain-text table."""
 
     def row(name: str, test: str, n: Any, cells: Sequence[str]) -> str:
         return f"{name:<10}{test:<22}{n!s:>9}" + "".join(f"{c:>14}" for c in cells)
 
-    lines = [row("fold", "test", "examples", ("accuracy", "UAR", "macro-F1"))]
+    header = ("accuracy", "UAR", "macro-F1", "val UAR")
+    lines = [row("fold", "test", "examples", header)]
     for r in record["folds"]:
         test = " ".join(map(str, r.get("test_parts") or r["test_actors"]))
         test = test if len(test) < 21 else test[:17] + " ..."
-        lines.append(row(str(r["fold"]), test, r["num_examples"],
-                         [f"{r[k]:.3f}" for k in METRICS]))  # fmt: skip
+        val = r.get("validation")
+        cells = [f"{r[k]:.3f}" for k in METRICS] + [f"{val['uar']:.3f}" if val else "-"]
+        lines.append(row(str(r["fold"]), test, r["num_examples"], cells))
     if record["mean"]:
         m, s, p = record["mean"], record["std"], record["pooled"]
-        lines.append(row("mean±std", "", "", [f"{m[k]:.3f}±{s[k]:.3f}" for k in METRICS]))
+        v = record.get("validation")
+        val_cell = f"{v['mean']['uar']:.3f}±{v['std']['uar']:.3f}" if v else "-"
+        lines.append(row("mean±std", "", "",
+                         [f"{m[k]:.3f}±{s[k]:.3f}" for k in METRICS] + [val_cell]))  # fmt: skip
         lines.append(row("pooled", "", p["num_examples"], [f"{p[k]:.3f}" for k in METRICS]))
     if record["leaking"]:
         lines.append("LEAKING: speakers or identical recordings are on both sides of the split")
