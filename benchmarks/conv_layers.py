@@ -4,15 +4,18 @@ runs), timed side by side in one run: where the train step's gap to Keras comes 
 
     python benchmarks/conv_layers.py                  # batch 32
     python benchmarks/conv_layers.py --batch 128 --repeats 5
+    python benchmarks/conv_layers.py --onednn         # with sejax's oneDNN custom call
 
 For each block's convolution shape it times, taking turns, median of ``--repeats``: the
 gradient with respect to input and kernel of ``sum(conv(x, k) * dy)`` with ``lax.conv`` and
 XLA's autodiff (``xla``), with ``sejax.model.xla_cpu_ops.conv2d_same`` (``sejax``: XLA's forward
 convolution, the input gradient as a forward convolution, the kernel gradient as an im2col
 matmul), and with ``tf.nn.conv2d`` under a ``tf.GradientTape`` in a ``tf.function`` (``tf``:
-TensorFlow's oneDNN kernels). Prints one JSON line per block and one for the sum, with each
-variant's ms and GFLOP/s (3 convolutions' worth of FLOPs: forward, input and kernel
-gradients) and the float32 matmul rate measured in the same run.
+TensorFlow's oneDNN kernels); with ``--onednn`` also with ``sejax.model.onednn.conv2d_same``
+(``onednn``: oneDNN primitives for all three, as XLA FFI custom calls, ``model.conv_impl``).
+Prints one JSON line per block and one for the sum, with each variant's ms and GFLOP/s (3
+convolutions' worth of FLOPs: forward, input and kernel gradients) and the float32 matmul
+rate measured in the same run.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sejax.model import onednn
 from sejax.model import xla_cpu_ops as kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_throughput
@@ -84,9 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--onednn", action="store_true", help="also sejax's oneDNN custom call")
     args = parser.parse_args()
     tf_grads, tf = _tf_grads()
     variants = {"xla": _jax_grads(_lax_conv), "sejax": _jax_grads(kernels.conv2d_same)}
+    if args.onednn:
+        variants["onednn"] = _jax_grads(onednn.conv2d_same)
     rng = np.random.default_rng(0)
     totals: dict[str, float] = {}
     flops_total = 0.0
@@ -115,6 +122,8 @@ def main() -> None:
             row[f"{name}_ms"] = round(median, 1)
             row[f"{name}_gflop_per_s"] = round(flops / median / 1e6, 1)
         row["tf_over_sejax"] = round(row["sejax_ms"] / row["tf_ms"], 2)
+        if args.onednn:
+            row["onednn_over_xla"] = round(row["onednn_ms"] / row["xla_ms"], 2)
         print(json.dumps(row), flush=True)
     matmul = matmul_flops_per_s() / 1e9
     summary = {"block": "all four", "batch": args.batch, "matmul_gflop_per_s": round(matmul, 1),
@@ -123,6 +132,9 @@ def main() -> None:
         summary[f"{name}_ms"] = round(total, 1)
         summary[f"{name}_share_of_matmul_rate"] = round(flops_total / total / 1e6 / matmul, 3)
     summary["sejax_over_tf_time"] = round(totals["sejax"] / totals["tf"], 2)
+    if args.onednn:
+        summary["onednn_over_xla_time"] = round(totals["onednn"] / totals["xla"], 2)
+        summary["onednn_over_tf_time"] = round(totals["onednn"] / totals["tf"], 2)
     print(json.dumps(summary))
 
 

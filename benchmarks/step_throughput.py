@@ -3,6 +3,7 @@
     python benchmarks/step_throughput.py                        # batch 32, both parallel paths
     python benchmarks/step_throughput.py --batch 32 128 --steps 20 --parallel jit
     python benchmarks/step_throughput.py --parallel jit --ops lax sejax-threefry sejax
+    python benchmarks/step_throughput.py --parallel jit --ops sejax sejax-onednn
 
 For each configuration: compile time (first step), the median step time over ``--steps``
 timed steps after ``--warmup`` untimed ones, examples/s, achieved GFLOP/s (1.5 GFLOP per
@@ -29,13 +30,25 @@ from sejax.data import features
 from sejax.training import parallel, train_state
 
 REFERENCE_TRAIN_FLOPS = 1.5e9  # per example, forward + backward (reference-model.md)
-# Model implementation choices (same network and parameters): sejax's defaults, and the plain
-# lax/flax formulation (reduce_window pooling, XLA conv autodiff, threefry dropout).
+# Model implementation choices (same network and parameters): sejax's XLA:CPU ops, the plain
+# lax/flax formulation (reduce_window pooling, XLA conv autodiff, threefry dropout), and the
+# convolutions on oneDNN (model.conv_impl='onednn', what the default 'auto' picks on CPU).
 OPS = {
-    "sejax": {"fast_ops": True, "conv_grad": "im2col", "dropout_rng": "hash"},
-    "sejax-xlaconv": {"fast_ops": True, "conv_grad": "xla", "dropout_rng": "hash"},
-    "lax": {"fast_ops": False, "dropout_rng": "jax"},
-    "sejax-threefry": {"fast_ops": True, "conv_grad": "im2col", "dropout_rng": "jax"},
+    "sejax": {"fast_ops": True, "conv_grad": "im2col", "dropout_rng": "hash", "conv_impl": "xla"},
+    "sejax-xlaconv": {
+        "fast_ops": True,
+        "conv_grad": "xla",
+        "dropout_rng": "hash",
+        "conv_impl": "xla",
+    },
+    "lax": {"fast_ops": False, "dropout_rng": "jax", "conv_impl": "xla"},
+    "sejax-threefry": {
+        "fast_ops": True,
+        "conv_grad": "im2col",
+        "dropout_rng": "jax",
+        "conv_impl": "xla",
+    },
+    "sejax-onednn": {"fast_ops": True, "dropout_rng": "hash", "conv_impl": "onednn"},
 }
 
 
@@ -114,8 +127,9 @@ def main() -> None:
         nargs="+",
         default=["sejax"],
         choices=sorted(OPS),
-        help="'sejax': the default model ops (sejax/kernels.py); 'sejax-xlaconv': with "
-        "model.conv_grad='xla'; 'lax': plain lax/flax ops",
+        help="'sejax': sejax's XLA:CPU ops (sejax/model/xla_cpu_ops.py, conv_impl='xla'); "
+        "'sejax-xlaconv': with model.conv_grad='xla'; 'lax': plain lax/flax ops; "
+        "'sejax-onednn': convolutions on oneDNN (conv_impl='onednn', the default on CPU)",
     )
     parser.add_argument("--flops-per-example", type=float, default=REFERENCE_TRAIN_FLOPS)
     args = parser.parse_args()

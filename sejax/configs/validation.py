@@ -32,6 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.on_non_finite": ("stop", "skip"),
     "train.selection_metric": ("uar", "accuracy"),
     "model.initializers": ("flax", "keras"),
+    "model.conv_impl": ("auto", "xla", "onednn"),
 }
 # Keys whose value must be > 0.
 POSITIVE: tuple[str, ...] = (

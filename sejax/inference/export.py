@@ -20,6 +20,7 @@ leaves a half-written model folder. TensorFlow is imported only for the SavedMod
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -50,8 +51,12 @@ def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.A
     The same computation as a `sejax.inference.predict.Predictor` with the 'jax' front end. Features
     are normalised with the training actors' statistics, also for per-speaker models
     (``bundle.per_speaker``), whose speakers' statistics an exported function cannot know.
+    The network uses XLA's convolution (``model.conv_impl='xla'``): a serialised function that
+    called sejax's oneDNN custom call would need sejax's library wherever it is loaded.
     """
-    apply = predict.make_apply(bundle, "jax")
+    config = bundle.config.copy_and_resolve_references()
+    config.model.conv_impl = "xla"
+    apply = predict.make_apply(dataclasses.replace(bundle, config=config), "jax")
     variables, mean, std = bundle.variables, bundle.mean, bundle.std
 
     def infer(waves: jax.Array) -> jax.Array:

@@ -8,6 +8,7 @@ of ``sejax.configs.default.get_model_config()`` build exactly the reference netw
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import traverse_util
+from jax import lax
 
 from sejax.errors import ConfigError
+from sejax.model import onednn
 from sejax.model import xla_cpu_ops as kernels
 
 TEMPORAL_POOLINGS = ("mean", "max", "attention")
@@ -26,6 +29,9 @@ DROPOUT_RNGS = ("hash", "jax")
 # Convolution gradients with model.fast_ops: kernels.conv2d_same's forward-conv input gradient
 # and im2col-matmul kernel gradient, or XLA's own autodiff (faster on some CPUs and batches).
 CONV_GRADS = ("im2col", "xla")
+# Which kernel computes the convolutions (model.conv_impl; `sejax.model.onednn`): XLA's, oneDNN's,
+# or 'auto': oneDNN's on CPU when its library builds. Same parameters either way.
+CONV_IMPLS = onednn.IMPLS
 # How fresh parameters are drawn (model.initializers): Flax's defaults, or as Keras 3 draws
 # the same layers (`keras_initialization`).
 INITIALIZERS = ("flax", "keras")
@@ -75,18 +81,22 @@ class ConvBlock(nn.Module):
     dtype: Any = jnp.float32
     fast_ops: bool = True
     conv_grad: str = "im2col"
+    conv_impl: str = "auto"
     dropout_rng: str = "hash"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         # fast_ops: same math, formulated for XLA:CPU (sejax/kernels.py); parameters identical.
         im2col = self.fast_ops and self.conv_grad == "im2col"
+        conv = kernels.conv_general_dilated if im2col else lax.conv_general_dilated
+        if onednn.use_onednn(self.conv_impl):  # float32 convs on oneDNN, others as before
+            conv = functools.partial(onednn.conv_general_dilated, fallback=conv)
         x = nn.Conv(
             self.features,
             (self.kernel, self.kernel),
             padding="SAME",
             dtype=self.dtype,
-            conv_general_dilated=kernels.conv_general_dilated if im2col else None,
+            conv_general_dilated=conv,
         )(x)
         # axis_name makes the batch statistics those of the global batch under pmap/shard_map.
         x = nn.BatchNorm(
@@ -160,6 +170,7 @@ class CnnBiLstm(nn.Module):
     dtype: str = "float32"
     fast_ops: bool = True
     conv_grad: str = "im2col"
+    conv_impl: str = "auto"
     dropout_rng: str = "hash"
     initializers: str = "flax"  # read by `init_variables`, not by the forward pass
     bn_axis_name: str | None = None
@@ -198,6 +209,7 @@ class CnnBiLstm(nn.Module):
                 dtype=dtype,
                 fast_ops=self.fast_ops,
                 conv_grad=self.conv_grad,
+                conv_impl=self.conv_impl,
                 dropout_rng=self.dropout_rng,
                 name=f"conv_{i}",
             )(x, train=train)
@@ -248,6 +260,8 @@ def build_model(
         raise ConfigError(f"model.fast_ops={cfg['fast_ops']!r} must be True or False")
     if cfg.get("conv_grad", "im2col") not in CONV_GRADS:
         raise ConfigError(f"model.conv_grad={cfg['conv_grad']!r} is not one of {list(CONV_GRADS)}")
+    if cfg.get("conv_impl", "auto") not in CONV_IMPLS:
+        raise ConfigError(f"model.conv_impl={cfg['conv_impl']!r} is not one of {list(CONV_IMPLS)}")
     if cfg.get("dropout_rng", "hash") not in DROPOUT_RNGS:
         raise ConfigError(
             f"model.dropout_rng={cfg['dropout_rng']!r} is not one of {list(DROPOUT_RNGS)}"

@@ -91,6 +91,34 @@ def _is_same_padding(padding: Any, kernel_shape: Sequence[int]) -> bool:
     return [tuple(p) for p in padding] == _same_pads(kernel_shape)
 
 
+def is_conv2d_same(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    **kwargs: Any,
+) -> bool:
+    """Whether ``lax.conv_general_dilated`` with these arguments is what `conv2d_same`
+    computes: a stride-1, undilated, ungrouped SAME 2-D convolution in NHWC/HWIO."""
+    ones = (1,) * (lhs.ndim - 2)
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    return (
+        lhs.ndim == 4
+        and tuple(window_strides) == ones
+        and tuple(lhs_dilation or ones) == ones
+        and tuple(rhs_dilation or ones) == ones
+        and feature_group_count == 1
+        and not kwargs
+        and dimension_numbers is not None
+        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+        and _is_same_padding(padding, rhs.shape[:2])
+    )
+
+
 def conv_general_dilated(
     lhs: jax.Array,
     rhs: jax.Array,
@@ -108,19 +136,10 @@ def conv_general_dilated(
     Stride-1, undilated, ungrouped SAME 2-D convolutions in NHWC/HWIO take ``conv2d_same``;
     anything else goes to lax unchanged.
     """
-    ones = (1,) * (lhs.ndim - 2)
-    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-    supported = (
-        lhs.ndim == 4
-        and tuple(window_strides) == ones
-        and tuple(lhs_dilation or ones) == ones
-        and tuple(rhs_dilation or ones) == ones
-        and feature_group_count == 1
-        and not kwargs
-        and dimension_numbers is not None
-        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
-        and _is_same_padding(padding, rhs.shape[:2])
-    )
+    supported = is_conv2d_same(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, **kwargs,
+    )  # fmt: skip
     if not supported:
         return lax.conv_general_dilated(
             lhs,
