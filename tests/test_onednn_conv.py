@@ -380,7 +380,10 @@ def test_install_time_build_and_its_stamp(tmp_path, monkeypatch):
     assert stamp["source_sha256"] == build.source_hash()
     assert stamp["ffi_api"] == list(tools.ffi_api)
     monkeypatch.setattr(build, "INSTALLED_DIR", built)
-    assert build.installed_library(tools) == built / build.LIBRARY_NAME
+    assert build.installed_library(tools.ffi_api) == built / build.LIBRARY_NAME
+    with monkeypatch.context() as no_compiler:  # an installed library that fits needs none
+        no_compiler.setenv("CXX", "no-such-compiler")
+        assert build.library() == built / build.LIBRARY_NAME
     # Built against older FFI headers of the same major version: still used; newer, or
     # from another source: not (the cache builds one instead).
     for ffi_api, source, fits in (
@@ -391,7 +394,7 @@ def test_install_time_build_and_its_stamp(tmp_path, monkeypatch):
         (built / build.STAMP_NAME).write_text(
             json.dumps(dict(stamp, ffi_api=ffi_api, source_sha256=source))
         )
-        assert (build.installed_library(tools) is not None) == fits, (ffi_api, source)
+        assert (build.installed_library(tools.ffi_api) is not None) == fits, (ffi_api, source)
     # A missing compiler skips the step and never fails the build.
     monkeypatch.setenv("CXX", "no-such-compiler")
     proc = subprocess.run(

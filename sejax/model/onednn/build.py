@@ -197,8 +197,9 @@ def build_installed(package_dir: Path) -> Path:
     return library
 
 
-def installed_library(tools: Toolchain) -> Path | None:
-    """The install-time library if it fits this runtime (see the module docstring)."""
+def installed_library(ffi_api: tuple[int, int]) -> Path | None:
+    """The install-time library if it fits this runtime, whose jaxlib has FFI API version
+    ``ffi_api`` (see the module docstring). Needs no compiler."""
     library, stamp_file = INSTALLED_DIR / LIBRARY_NAME, INSTALLED_DIR / STAMP_NAME
     try:
         stamp = json.loads(stamp_file.read_text())
@@ -209,8 +210,8 @@ def installed_library(tools: Toolchain) -> Path | None:
         library.is_file()
         and stamp.get("source_sha256") == source_hash()
         and stamp.get("platform") == sysconfig.get_platform()
-        and major == tools.ffi_api[0]
-        and minor <= tools.ffi_api[1]
+        and major == ffi_api[0]
+        and minor <= ffi_api[1]
         and Path(stamp.get("onednn_lib", "")).is_dir()
     )
     return library if fits else None
@@ -248,8 +249,8 @@ def cached_library(tools: Toolchain) -> Path:
 def library() -> Path:
     """A library that fits this runtime: the install-time one, else the cached one (compiled
     on first use). Raises BuildError."""
-    tools = toolchain()
-    return installed_library(tools) or cached_library(tools)
+    _, ffi_api, _ = ffi_headers()
+    return installed_library(ffi_api) or cached_library(toolchain())
 
 
 if __name__ == "__main__":  # python -m sejax.model.onednn.build: build (or find) and say where
