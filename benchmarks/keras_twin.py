@@ -29,26 +29,65 @@ CONV_CHANNELS = (32, 64, 128, 128)
 
 
 def build_model(
-    num_frames: int = 301, num_mels: int = 64, num_classes: int = 8, lstm_units: int = 128
+    num_frames: int = 301,
+    num_mels: int = 64,
+    num_classes: int = 8,
+    lstm_units: int = 128,
+    *,
+    conv_channels: tuple[int, ...] = CONV_CHANNELS,
+    conv_dropout: float = 0.1,
+    head_dropout: float = 0.3,
 ) -> keras.Model:
-    """The reference network as a functional Keras model: ``[B, T, F, 1]`` -> logits."""
+    """The reference network as a functional Keras model: ``[B, T, F, 1]`` -> logits (the
+    keyword arguments shrink it for tests, as sejax's ``config.model`` does)."""
     inputs = keras.Input((num_frames, num_mels, 1), name="features")
     x = inputs
-    for channels in CONV_CHANNELS:
+    for channels in conv_channels:
         x = keras.layers.Conv2D(channels, 3, padding="same")(x)
         x = keras.layers.BatchNormalization(momentum=0.99, epsilon=1e-3)(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(2, padding="valid")(x)
-        x = keras.layers.Dropout(0.1)(x)
+        x = keras.layers.Dropout(conv_dropout)(x)
     _, frames, bands, channels = x.shape
     x = keras.layers.Reshape((frames, bands * channels))(x)
     for _ in range(2):
         lstm = keras.layers.LSTM(lstm_units, return_sequences=True)
         x = keras.layers.Bidirectional(lstm, merge_mode="concat")(x)
     x = keras.layers.GlobalAveragePooling1D()(x)
-    x = keras.layers.Dropout(0.3)(x)
+    x = keras.layers.Dropout(head_dropout)(x)
     outputs = keras.layers.Dense(num_classes)(x)
     return keras.Model(inputs, outputs, name="reference_cnn_bilstm")
+
+
+def _lstm_weights(cell: dict) -> list[np.ndarray]:
+    """A Flax OptimizedLSTMCell's per-gate kernels as Keras's fused [kernel, recurrent, bias]
+    (gates i, f, c, o in both)."""
+    gates = "ifgo"
+    return [
+        np.concatenate([np.asarray(cell[f"i{g}"]["kernel"]) for g in gates], axis=1),
+        np.concatenate([np.asarray(cell[f"h{g}"]["kernel"]) for g in gates], axis=1),
+        np.concatenate([np.asarray(cell[f"h{g}"]["bias"]) for g in gates], axis=0),
+    ]
+
+
+def set_sejax_variables(model: keras.Model, params: dict, batch_stats: dict) -> keras.Model:
+    """Loads a sejax CnnBiLstm's variables into ``build_model``'s network of the same shape,
+    so both frameworks start from the same weights (the parity checks)."""
+    layers = {kind: [layer for layer in model.layers if isinstance(layer, kind)]
+              for kind in (keras.layers.Conv2D, keras.layers.BatchNormalization,
+                           keras.layers.Bidirectional, keras.layers.Dense)}  # fmt: skip
+    convs = zip(layers[keras.layers.Conv2D], layers[keras.layers.BatchNormalization], strict=True)
+    for i, (conv, norm) in enumerate(convs):
+        p, s = params[f"conv_{i}"], batch_stats[f"conv_{i}"]["BatchNorm_0"]
+        conv.set_weights([np.asarray(p["Conv_0"]["kernel"]), np.asarray(p["Conv_0"]["bias"])])
+        bn = p["BatchNorm_0"]
+        norm.set_weights([np.asarray(x) for x in (bn["scale"], bn["bias"], s["mean"], s["var"])])
+    for i, layer in enumerate(layers[keras.layers.Bidirectional]):
+        cells = params[f"bilstm_{i}"]
+        layer.set_weights(_lstm_weights(cells["forward"]) + _lstm_weights(cells["backward"]))
+    (head,) = layers[keras.layers.Dense]
+    head.set_weights([np.asarray(params["head"]["kernel"]), np.asarray(params["head"]["bias"])])
+    return model
 
 
 def compile_model(model: keras.Model, *, jit_compile: bool) -> keras.Model:
