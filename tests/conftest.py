@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Commands run by the tests keep compiled programs in a cache of the test run's own, not in
+# the user's ~/.cache/sejax (sejax.cli.main.compilation_cache_dir).
+os.environ.setdefault("SEJAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="sejax-test-jax-"))
 
 # Overrides that shrink the default run to seconds: 8 demo actors with one take each
 # (train 17-20, validate 21-22, test 23-24), 1 s clips, 32 Mel bands and a small CNN+BiLSTM.

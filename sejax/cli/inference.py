@@ -137,7 +137,7 @@ def cmd_report(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, 
 
 def add_commands(sub: Any) -> None:
     """Adds predict, export and report to the ``sejax`` subcommand parser."""
-    from sejax.inference.predict import FRONTENDS
+    from sejax.data.features import FRONTENDS  # not inference.predict: it imports JAX
 
     p = sub.add_parser("predict", help="emotion probabilities for audio files or folders")
     p.add_argument(

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sejax import io
 from sejax.errors import SejaxError
-from sejax.evaluation.cv import METRICS
-from sejax.inference.predict import Prediction
+from sejax.evaluation.records import METRICS  # a light module: `sejax --help` stays fast
 
-Result = tuple[str, Prediction | SejaxError]
+if TYPE_CHECKING:  # predict imports JAX, which the tables do not need
+    from sejax.inference.predict import Prediction
+
+    Result = tuple[str, Prediction | SejaxError]
+
 MAX_PLOTTED = 24  # files drawn in one PNG; more would make unreadable panels
 
 
@@ -73,7 +76,7 @@ def plot_timeline(results: Sequence[Result], label_names: Sequence[str], path: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [(n, r) for n, r in results if isinstance(r, Prediction)][:MAX_PLOTTED]
+    shown = [(n, r) for n, r in results if not isinstance(r, SejaxError)][:MAX_PLOTTED]
     if not shown:
         raise SejaxError(f"nothing to plot in {path}: no file was scored")
     fig, axes = plt.subplots(

@@ -26,6 +26,10 @@ from sejax.errors import ConfigError
 FEATURES_FORMAT = "sejax-logmel"
 FEATURES_VERSION = 1
 
+# The two implementations of this front end: 'librosa' (this module, on the host: what shards
+# are made with) and 'jax' (sejax.data.frontend_jax, inside the jitted model); inference
+# (predict.frontend) picks one.
+FRONTENDS = ("jax", "librosa")
 CROP_POLICIES = ("start", "center", "speech")
 # crop='speech': the window opens this long before the first frame whose RMS energy is within
 # SPEECH_DB of the clip's loudest frame (frames of win_length samples, hop_length apart).

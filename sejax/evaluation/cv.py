@@ -37,10 +37,8 @@ from sejax.data import shards as shards_lib
 from sejax.errors import ConfigError, DataError
 from sejax.evaluation import evaluate, metrics, records
 from sejax.evaluation.folds import EMOBOX_RAVDESS_FOLDS, fold_config, folds_for
+from sejax.evaluation.records import METRICS
 from sejax.training.validation import classification_metrics
-
-METRICS = ("accuracy", "uar", "macro_f1")
-
 
 # ------------------------------------------------------------------------------------------
 # Running the folds.

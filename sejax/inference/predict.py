@@ -35,7 +35,7 @@ from sejax.data import audio, features, frontend_jax, input_pipeline
 from sejax.errors import ConfigError, DataError, SejaxError
 from sejax.inference import bundle as bundle_lib
 
-FRONTENDS = ("jax", "librosa")
+FRONTENDS = features.FRONTENDS
 WINDOWINGS = ("sliding", "crop")
 # What a folder is searched for; a file named explicitly is tried whatever its suffix.
 AUDIO_SUFFIXES = (
