@@ -237,7 +237,7 @@ def worker(args: argparse.Namespace) -> int:
         send({"ready": True, "params": sejax_params(), "parallel": "jit"})
         for line in sys.stdin:
             n = int(line.split()[1])
-            row = measure(batch, "jit", n, args.warmup, args.unroll, args.dtype)
+            row = measure(batch, "jit", n, args.warmup, args.unroll, args.dtype, args.sejax_ops)
             send({"step_s": [row.pop("step_ms") / 1e3], "steps": n, "row": row})
         return 0
 
@@ -352,6 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="CPUs (and TensorFlow/PyTorch threads) for every framework; "
                         "0: all CPUs, each framework's default")  # fmt: skip
     parser.add_argument("--unroll", type=int, default=1, help="sejax model.scan_unroll")
+    parser.add_argument("--sejax-ops", default="default",
+                        help="sejax's ops, a key of step_throughput.OPS (imported only after "
+                        "--threads pins the CPUs); default: the default config, as a user "
+                        "gets it")  # fmt: skip
     parser.add_argument("--dtype", default="float32", choices=["float32"])
     parser.add_argument("--worker", default=None, choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--jax-cache", default="", help=argparse.SUPPRESS)

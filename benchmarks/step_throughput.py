@@ -49,6 +49,7 @@ OPS = {
         "conv_impl": "xla",
     },
     "sejax-onednn": {"fast_ops": True, "dropout_rng": "hash", "conv_impl": "onednn"},
+    "default": {},  # the default config as a user gets it (conv_impl='auto')
 }
 
 
@@ -129,7 +130,8 @@ def main() -> None:
         choices=sorted(OPS),
         help="'sejax': sejax's XLA:CPU ops (sejax/model/xla_cpu_ops.py, conv_impl='xla'); "
         "'sejax-xlaconv': with model.conv_grad='xla'; 'lax': plain lax/flax ops; "
-        "'sejax-onednn': convolutions on oneDNN (conv_impl='onednn', the default on CPU)",
+        "'sejax-onednn': convolutions on oneDNN (conv_impl='onednn', the default on CPU); "
+        "'default': the default config unchanged",
     )
     parser.add_argument("--flops-per-example", type=float, default=REFERENCE_TRAIN_FLOPS)
     args = parser.parse_args()
