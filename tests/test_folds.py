@@ -100,12 +100,13 @@ def test_impossible_folds_fail_clearly():
         ("cv.val_actors_per_fold", "0", "must be an integer >= 1"),
     ]:
         config = config_lib.apply_overrides(get_config(), [(key, value)])
+        validate(config)  # the cv keys are checked where the folds are planned
         with pytest.raises(ConfigError, match=message):
-            validate(config)
+            folds_lib.check_config(config)
     emobox = config_lib.apply_overrides(get_config(), [("cv.fold_set", "emobox"),
                                                        ("cv.num_folds", "5")])  # fmt: skip
     with pytest.raises(ConfigError, match="'emobox' has 6 folds"):
-        validate(emobox)
+        folds_lib.check_config(emobox)
     manifest = config_lib.apply_overrides(get_config(), [("data.split_by", "manifest")])
     with pytest.raises(ConfigError, match="builds its own actor-disjoint folds"):
         folds_lib.folds_for(manifest, [{"actor": 1}])

@@ -24,7 +24,9 @@ from sejax.errors import ConfigError
 
 
 def load_config(path: str | Path | None = None) -> ml_collections.ConfigDict:
-    """Returns ``get_config()`` of the Python file at ``path`` (the defaults when None)."""
+    """``get_config()`` of the Python file at ``path`` (the defaults when None), completed
+    from the defaults: a key the file leaves out reads its value in `configs.default`, so the
+    code reads ``config.section.key`` and every default is written once."""
     if path is None or str(path) == "":
         return default.get_config()
     path = Path(path)
@@ -40,7 +42,7 @@ def load_config(path: str | Path | None = None) -> ml_collections.ConfigDict:
     config = module.get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
-    return config
+    return from_dict(config.to_dict())
 
 
 def _parse_value(text: str) -> Any:

@@ -9,30 +9,31 @@ import ml_collections
 
 from sejax import corpora
 from sejax.configs.loading import get
+from sejax.corpora import base as corpora_base
 from sejax.corpora import labels as labels_lib
 from sejax.corpora import sources as sources_lib
-from sejax.data import features, screening
+from sejax.data import features, input_pipeline, screening, splits
 from sejax.errors import ConfigError
-from sejax.training import distributed
+from sejax.model import models
+from sejax.training import augment, checkpoints, distributed, parallel, train_state
 
-# Allowed values of the string-valued keys; `validate` checks them and error messages list them.
+# Allowed values of the string-valued keys, each defined beside the code that reads the key;
+# `validate` checks them and its errors list them.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": corpora.NAMES,
-    "data.split_by": ("actor", "manifest", "random"),
-    "data.on_bad_name": ("error", "skip"),
-    "data.normalization": ("per_band", "global", "none", "per_speaker"),
+    "data.split_by": splits.SPLIT_MODES,
+    "data.on_bad_name": corpora_base.ON_BAD_NAME,
+    "data.normalization": input_pipeline.NORMALIZATIONS,
     "features.crop": features.CROP_POLICIES,
-    "features.window": ("hann", "hamming", "blackman"),
-    "model.temporal_pooling": ("mean", "max", "attention"),
-    "model.dtype": ("float32", "bfloat16"),
-    "train.parallel": ("pmap", "jit"),
-    "predict.frontend": ("jax", "librosa"),
-    "train.optimizer": ("adam", "adamw"),
-    "train.schedule": ("constant", "cosine", "warmup_cosine"),
-    "train.on_non_finite": ("stop", "skip"),
-    "train.selection_metric": ("uar", "accuracy"),
-    "model.initializers": ("flax", "keras"),
-    "model.conv_impl": ("auto", "xla", "onednn"),
+    "features.window": features.WINDOWS,
+    "predict.frontend": features.FRONTENDS,
+    "train.parallel": parallel.MODES,
+    "train.optimizer": train_state.OPTIMIZERS,
+    "train.schedule": train_state.SCHEDULES,
+    "train.on_non_finite": train_state.NON_FINITE_POLICIES,
+    "train.selection_metric": checkpoints.SELECTION_METRICS,
+    "train.class_weights": augment.CLASS_WEIGHTS,
+    **{f"model.{key}": allowed for key, allowed in models.CHOICES.items()},
 }
 # Keys whose value must be > 0.
 POSITIVE: tuple[str, ...] = (
@@ -43,7 +44,6 @@ POSITIVE: tuple[str, ...] = (
     "train.eval_every_epochs", "train.checkpoint_every_epochs", "train.keep_checkpoints",
     "eval.batch_size", "data.examples_per_shard", "data.shuffle_buffer",
 )  # fmt: skip
-SPLITS = ("train", "validation", "test")
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -66,13 +66,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             f"0 <= fmin < fmax <= sample_rate/2 = {f.sample_rate / 2}"
         )
     m = config.model
-    if not m.conv_channels or any(int(c) <= 0 for c in m.conv_channels):
-        raise ConfigError(f"model.conv_channels={m.conv_channels!r} must be positive integers")
-    if m.lstm_layers < 0:
-        raise ConfigError(f"model.lstm_layers={m.lstm_layers} must be >= 0")
-    for key in ("model.conv_dropout", "model.head_dropout"):
-        if not 0.0 <= get(config, key) < 1.0:
-            raise ConfigError(f"{key}={get(config, key)} must be in [0, 1)")
+    models.build_model(m)  # the model's own keys, types and ranges
     # The time and frequency axes must survive every pooling stage (at least one frame left).
     frames = features.num_frames(f)
     bands = f.n_mels
@@ -91,24 +85,17 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             f"data.val_actors and data.test_actors overlap on actors {sorted(val & test)}"
         )
     for split in config.eval.splits:
-        if split not in SPLITS:
-            raise ConfigError(f"eval.splits has {split!r}; choose from {list(SPLITS)}")
-    average_last = config.eval.get("average_last_checkpoints", 0)
-    check_average_last(average_last, config.train.keep_checkpoints)
+        if split not in splits.SPLIT_NAMES:
+            raise ConfigError(f"eval.splits has {split!r}; choose from {list(splits.SPLIT_NAMES)}")
+    check_average_last(config.eval.average_last_checkpoints, config.train.keep_checkpoints)
     distributed.check_config(config)
     _validate_split(config)
     _validate_training_extras(config)
-    _validate_cv(config)
     return config
 
 
-# Keys added after the first release are read with defaults, so configs saved by older runs
-# (checkpoint meta, exported models) still validate.
-CV_FOLD_SETS = ("balanced", "emobox")
-CLASS_WEIGHTS = ("none", "balanced")
-
-
-def _ints(key: str, value: Any) -> tuple[int, ...]:
+def ints(key: str, value: Any) -> tuple[int, ...]:
+    """``value`` as a tuple of integers, or a ConfigError naming ``key``."""
     if not isinstance(value, tuple | list) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in value
     ):
@@ -130,17 +117,15 @@ def check_average_last(n: Any, keep: int, key: str = "eval.average_last_checkpoi
 def _validate_split(config: ml_collections.ConfigDict) -> None:
     """A random split needs data.allow_leakage and parts that leave train and test rows."""
     data = config.data
-    if data.get("split_by") != "random":
+    if data.split_by != "random":
         return
-    if not data.get("allow_leakage", False):
-        from sejax.data.splits import RANDOM_SPLIT_NEEDS_LEAKAGE
-
-        raise ConfigError(RANDOM_SPLIT_NEEDS_LEAKAGE)
-    parts = data.get("random_parts", 10)
+    if not data.allow_leakage:
+        raise ConfigError(splits.RANDOM_SPLIT_NEEDS_LEAKAGE)
+    parts = data.random_parts
     if isinstance(parts, bool) or not isinstance(parts, int) or parts < 2:
         raise ConfigError(f"data.random_parts={parts!r} must be an integer >= 2")
-    val = set(_ints("data.random_val_parts", data.get("random_val_parts", ())))
-    test = set(_ints("data.random_test_parts", data.get("random_test_parts", ())))
+    val = set(ints("data.random_val_parts", data.random_val_parts))
+    test = set(ints("data.random_test_parts", data.random_test_parts))
     bad = sorted(p for p in val | test if not 0 <= p < parts)
     if bad:
         raise ConfigError(f"data.random_val_parts/random_test_parts name parts {bad}, not in "
@@ -157,76 +142,32 @@ def _validate_split(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_training_extras(config: ml_collections.ConfigDict) -> None:
-    """Loss options (train.label_smoothing, train.class_weights), train.precise_bn_batches,
-    train.ema_decay and config.augment."""
-    precise = config.train.get("precise_bn_batches", 0)
+    """Loss options (train.label_smoothing), train.precise_bn_batches, train.ema_decay and
+    config.augment."""
+    t = config.train
+    precise = t.precise_bn_batches
     if isinstance(precise, bool) or not isinstance(precise, int) or precise < 0:
         raise ConfigError(f"train.precise_bn_batches={precise!r} must be an integer >= 0")
-    ema = config.train.get("ema_decay", 0.0)
+    ema = t.ema_decay
     if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0.0 <= ema < 1.0:
         raise ConfigError(f"train.ema_decay={ema!r} must be a number in [0, 1) (0: off)")
-    smoothing = config.train.get("label_smoothing", 0.0)
-    if not 0.0 <= smoothing < 1.0:
-        raise ConfigError(f"train.label_smoothing={smoothing!r} must be in [0, 1)")
-    weights = config.train.get("class_weights", "none")
-    if weights not in CLASS_WEIGHTS:
-        raise ConfigError(
-            f"train.class_weights={weights!r} is not allowed; choose one of {list(CLASS_WEIGHTS)}"
-        )
-    a = config.get("augment", ml_collections.ConfigDict())
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise ConfigError(f"train.label_smoothing={t.label_smoothing!r} must be in [0, 1)")
+    a = config.augment
     for key in ("time_masks", "time_mask_width", "freq_masks", "freq_mask_width"):
-        value = a.get(key, 0)
+        value = a[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"augment.{key}={value!r} must be an integer >= 0")
     for key in ("mixup_alpha", "gain_db", "noise_std", "speed", "pitch_bands"):
-        if not a.get(key, 0.0) >= 0:
-            raise ConfigError(f"augment.{key}={a.get(key)!r} must be >= 0 (0 disables it)")
-    if a.get("speed", 0.0) >= 1.0:
+        if not a[key] >= 0:
+            raise ConfigError(f"augment.{key}={a[key]!r} must be >= 0 (0 disables it)")
+    if a.speed >= 1.0:
         raise ConfigError(f"augment.speed={a.speed!r} must be < 1 (a factor in [1-s, 1+s])")
-    if a.get("pitch_bands", 0.0) >= config.features.n_mels:
+    if a.pitch_bands >= config.features.n_mels:
         raise ConfigError(
             f"augment.pitch_bands={a.pitch_bands!r} must be < features.n_mels="
             f"{config.features.n_mels}"
         )
-
-
-def _validate_cv(config: ml_collections.ConfigDict) -> None:
-    """Fold count, named or explicit folds, validation actors per fold, folds to run."""
-    cv = config.get("cv")
-    if cv is None:
-        return
-    k = cv.get("num_folds", 6)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-        raise ConfigError(f"cv.num_folds={k!r} must be an integer >= 2")
-    fold_set = cv.get("fold_set", "balanced")
-    if fold_set not in CV_FOLD_SETS:
-        raise ConfigError(
-            f"cv.fold_set={fold_set!r} is not allowed; choose one of {list(CV_FOLD_SETS)}"
-        )
-    folds = cv.get("folds", ())
-    if folds:
-        if not isinstance(folds, tuple | list) or len(folds) < 2:
-            raise ConfigError(f"cv.folds={folds!r} must list the test actors of at least 2 folds")
-        seen: dict[int, int] = {}
-        for i, fold in enumerate(folds):
-            if not _ints(f"cv.folds[{i}]", fold):
-                raise ConfigError(f"cv.folds[{i}] is empty: every fold needs test actors")
-            for actor in fold:
-                if actor in seen:
-                    raise ConfigError(
-                        f"cv.folds: actor {actor} is in fold {seen[actor]} and fold {i}"
-                    )
-                seen[actor] = i
-        k = len(folds)
-    elif fold_set == "emobox" and k != 6:
-        raise ConfigError(f"cv.fold_set='emobox' has 6 folds, but cv.num_folds={k}")
-    per_fold = cv.get("val_actors_per_fold", 2)
-    if isinstance(per_fold, bool) or not isinstance(per_fold, int) or per_fold < 1:
-        raise ConfigError(f"cv.val_actors_per_fold={per_fold!r} must be an integer >= 1")
-    only = _ints("cv.only_folds", cv.get("only_folds", ()))
-    bad = sorted(i for i in only if not 0 <= i < k)
-    if bad:
-        raise ConfigError(f"cv.only_folds names folds {bad}; folds are numbered 0..{k - 1}")
 
 
 def _validate_labels(config: ml_collections.ConfigDict) -> None:

@@ -58,9 +58,14 @@ class BadName(ValueError):
     """Why a file name does not follow a corpus's convention (the caller adds the name)."""
 
 
+ON_BAD_NAME = ("error", "skip")  # data.on_bad_name: stop at a misnamed file, or leave it out
+
+
 def check_on_bad_name(on_bad_name: str) -> None:
-    if on_bad_name not in ("error", "skip"):
-        raise ConfigError(f"data.on_bad_name must be 'error' or 'skip', got {on_bad_name!r}")
+    if on_bad_name not in ON_BAD_NAME:
+        raise ConfigError(
+            f"data.on_bad_name={on_bad_name!r} is not allowed; choose one of {list(ON_BAD_NAME)}"
+        )
 
 
 def stem(rel: str) -> str:

@@ -24,6 +24,10 @@ from sejax import io
 from sejax.data import shards as shards_lib
 from sejax.errors import ConfigError, DataError
 
+# data.normalization: mean and std per Mel band, one pair for all bands, none, or per band
+# with each speaker's own statistics (transductive: needs the test speakers' clips).
+NORMALIZATIONS = ("per_band", "global", "none", "per_speaker")
+
 Batch = dict[str, np.ndarray]
 
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     import ml_collections
 
 SPLIT_NAMES = ("train", "validation", "test")
+# data.split_by: by actor (`data.val_actors`, `data.test_actors`), by the manifest's column,
+# or clips dealt at random (leaking speakers; `data.allow_leakage`).
+SPLIT_MODES = ("actor", "manifest", "random")
 RANDOM_SPLIT_NEEDS_LEAKAGE = (
     "data.split_by='random' deals clips at random, so every speaker is heard in training and "
     "in test (speaker leakage: published comparisons show 10-30 points of inflated accuracy). "

@@ -36,6 +36,7 @@ from sejax.data import prepare
 from sejax.data import shards as shards_lib
 from sejax.errors import ConfigError, DataError
 from sejax.evaluation import evaluate, metrics, records
+from sejax.evaluation import folds as folds_lib
 from sejax.evaluation.folds import EMOBOX_RAVDESS_FOLDS, fold_config, folds_for
 from sejax.evaluation.records import METRICS
 from sejax.training.validation import classification_metrics
@@ -120,7 +121,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, log: Any = print
     a folder of committed records re-aggregates by itself. Returns the cv.json record; ``log``
     receives one progress line per fold.
     """
-    validate(config)
+    folds_lib.check_config(validate(config))
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()

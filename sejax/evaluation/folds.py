@@ -23,7 +23,7 @@ from typing import Any
 import ml_collections
 
 from sejax.configs import loading as config_lib
-from sejax.configs.validation import validate
+from sejax.configs.validation import ints, validate
 from sejax.errors import ConfigError
 
 # EmoBox (Ma et al., Interspeech 2024): its six RAVDESS speech folds' test actors.
@@ -32,6 +32,7 @@ EMOBOX_RAVDESS_FOLDS: tuple[tuple[int, ...], ...] = (
     (6, 13, 17, 22),
 )  # fmt: skip
 GENDER_ORDER = ("male", "female", "unknown")
+FOLD_SETS = ("balanced", "emobox")  # cv.fold_set: gender-balanced runs of actors, or EmoBox's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,46 @@ class Fold:
     def to_json(self) -> dict[str, Any]:
         return {"fold": self.index, "unit": self.unit, "test": list(self.test),
                 "validation": list(self.validation), "train": list(self.train)}  # fmt: skip
+
+
+def check_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config.cv``: fold count, named or explicit folds, validation actors per fold, folds to
+    run; raises ConfigError naming the key. Returns ``config``."""
+    cv = config.cv
+    k = cv.num_folds
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ConfigError(f"cv.num_folds={k!r} must be an integer >= 2")
+    if cv.fold_set not in FOLD_SETS:
+        raise ConfigError(
+            f"cv.fold_set={cv.fold_set!r} is not allowed; choose one of {list(FOLD_SETS)}"
+        )
+    if cv.folds:
+        if not isinstance(cv.folds, tuple | list) or len(cv.folds) < 2:
+            raise ConfigError(
+                f"cv.folds={cv.folds!r} must list the test actors of at least 2 folds"
+            )
+        seen: dict[int, int] = {}
+        for i, fold in enumerate(cv.folds):
+            if not ints(f"cv.folds[{i}]", fold):
+                raise ConfigError(f"cv.folds[{i}] is empty: every fold needs test actors")
+            for actor in fold:
+                if actor in seen:
+                    raise ConfigError(
+                        f"cv.folds: actor {actor} is in fold {seen[actor]} and fold {i}"
+                    )
+                seen[actor] = i
+        k = len(cv.folds)
+    elif cv.fold_set == "emobox" and k != len(EMOBOX_RAVDESS_FOLDS):
+        raise ConfigError(
+            f"cv.fold_set='emobox' has {len(EMOBOX_RAVDESS_FOLDS)} folds, but cv.num_folds={k}"
+        )
+    per_fold = cv.val_actors_per_fold
+    if isinstance(per_fold, bool) or not isinstance(per_fold, int) or per_fold < 1:
+        raise ConfigError(f"cv.val_actors_per_fold={per_fold!r} must be an integer >= 1")
+    bad = sorted(i for i in ints("cv.only_folds", cv.only_folds) if not 0 <= i < k)
+    if bad:
+        raise ConfigError(f"cv.only_folds names folds {bad}; folds are numbered 0..{k - 1}")
+    return config
 
 
 # ------------------------------------------------------------------------------------------

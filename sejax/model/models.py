@@ -36,6 +36,16 @@ CONV_IMPLS = onednn.IMPLS
 # the same layers (`keras_initialization`).
 INITIALIZERS = ("flax", "keras")
 LSTM_GATES = ("i", "f", "g", "o")  # Flax's gate names, in Keras's kernel order (i, f, c, o)
+# Allowed values of the string-valued model keys (config.model.<key>), checked by `build_model`
+# and collected by the config's validation.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "temporal_pooling": TEMPORAL_POOLINGS,
+    "dtype": tuple(DTYPES),
+    "conv_grad": CONV_GRADS,
+    "conv_impl": CONV_IMPLS,
+    "dropout_rng": DROPOUT_RNGS,
+    "initializers": INITIALIZERS,
+}
 
 
 def _compute_dtype(name: str) -> Any:
@@ -244,8 +254,11 @@ def build_model(
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ConfigError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
-    _check_pooling(cfg.get("temporal_pooling", "mean"))
-    _compute_dtype(cfg.get("dtype", "float32"))
+    for key, allowed in CHOICES.items():
+        if key in cfg and cfg[key] not in allowed:
+            raise ConfigError(
+                f"model.{key}={cfg[key]!r} is not allowed; choose one of {list(allowed)}"
+            )
     ints = ("num_classes", "conv_kernel", "pool", "lstm_layers", "lstm_units", "scan_unroll")
     for key in ints:
         low = 0 if key == "lstm_layers" else 1
@@ -258,18 +271,6 @@ def build_model(
         cfg["conv_channels"] = channels
     if "fast_ops" in cfg and not isinstance(cfg["fast_ops"], bool):
         raise ConfigError(f"model.fast_ops={cfg['fast_ops']!r} must be True or False")
-    if cfg.get("conv_grad", "im2col") not in CONV_GRADS:
-        raise ConfigError(f"model.conv_grad={cfg['conv_grad']!r} is not one of {list(CONV_GRADS)}")
-    if cfg.get("conv_impl", "auto") not in CONV_IMPLS:
-        raise ConfigError(f"model.conv_impl={cfg['conv_impl']!r} is not one of {list(CONV_IMPLS)}")
-    if cfg.get("dropout_rng", "hash") not in DROPOUT_RNGS:
-        raise ConfigError(
-            f"model.dropout_rng={cfg['dropout_rng']!r} is not one of {list(DROPOUT_RNGS)}"
-        )
-    if cfg.get("initializers", "flax") not in INITIALIZERS:
-        raise ConfigError(
-            f"model.initializers={cfg['initializers']!r} is not one of {list(INITIALIZERS)}"
-        )
     for key in ("conv_dropout", "head_dropout"):
         if key in cfg and not 0.0 <= cfg[key] < 1.0:
             raise ConfigError(f"model.{key}={cfg[key]!r} must be in [0, 1)")

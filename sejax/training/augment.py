@@ -65,6 +65,9 @@ class Recipe:
         return bool(self.label_smoothing or self.class_weights is not None)
 
 
+CLASS_WEIGHTS = ("none", "balanced")  # train.class_weights: plain loss, or inverse frequency
+
+
 def balanced_class_weights(counts: Sequence[int]) -> tuple[float, ...]:
     """``N / (K * n_c)`` per class over the K classes present (scikit-learn's 'balanced'):
     the training set's mean example weight stays 1. Absent classes get 0."""
