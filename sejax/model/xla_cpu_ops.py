@@ -22,7 +22,7 @@ rounding, and tests check both.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -119,41 +119,45 @@ def is_conv2d_same(
     )
 
 
-def conv_general_dilated(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding: Any,
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: Any = None,
-    feature_group_count: int = 1,
-    precision: Any = None,
-    **kwargs: Any,
-) -> jax.Array:
-    """Drop-in for ``lax.conv_general_dilated`` (``flax.linen.Conv(conv_general_dilated=)``).
+def same_conv_dropin(
+    conv2d: Callable[[jax.Array, jax.Array], jax.Array],
+    *,
+    dtypes: tuple[Any, ...] | None = None,
+    fallback: Callable[..., jax.Array] = lax.conv_general_dilated,
+) -> Callable[..., jax.Array]:
+    """A drop-in for ``lax.conv_general_dilated`` (``flax.linen.Conv(conv_general_dilated=)``)
+    that computes what `is_conv2d_same` accepts (of ``dtypes``, when given) as
+    ``conv2d(lhs, rhs)`` and hands anything else to ``fallback`` unchanged."""
 
-    Stride-1, undilated, ungrouped SAME 2-D convolutions in NHWC/HWIO take ``conv2d_same``;
-    anything else goes to lax unchanged.
-    """
-    supported = is_conv2d_same(
-        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, **kwargs,
-    )  # fmt: skip
-    if not supported:
-        return lax.conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
+    def conv_general_dilated(
+        lhs: jax.Array,
+        rhs: jax.Array,
+        window_strides: Sequence[int],
+        padding: Any,
+        lhs_dilation: Sequence[int] | None = None,
+        rhs_dilation: Sequence[int] | None = None,
+        dimension_numbers: Any = None,
+        feature_group_count: int = 1,
+        precision: Any = None,
+        **kwargs: Any,
+    ) -> jax.Array:
+        options = dict(
             lhs_dilation=lhs_dilation,
             rhs_dilation=rhs_dilation,
             dimension_numbers=dimension_numbers,
             feature_group_count=feature_group_count,
-            precision=precision,
             **kwargs,
         )
-    return conv2d_same(lhs, rhs)
+        wanted = dtypes is None or (lhs.dtype in dtypes and rhs.dtype in dtypes)
+        if wanted and is_conv2d_same(lhs, rhs, window_strides, padding, **options):
+            return conv2d(lhs, rhs)
+        return fallback(lhs, rhs, window_strides, padding, precision=precision, **options)
+
+    return conv_general_dilated
+
+
+# Stride-1, undilated, ungrouped SAME 2-D convolutions in NHWC/HWIO take `conv2d_same`.
+conv_general_dilated = same_conv_dropin(conv2d_same)
 
 
 def _fmix32(h: jax.Array) -> jax.Array:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
@@ -190,33 +190,10 @@ def conv2d_same(
 
 
 def conv_general_dilated(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding: Any,
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: Any = None,
-    feature_group_count: int = 1,
-    precision: Any = None,
-    *,
-    fallback: Callable[..., jax.Array] = lax.conv_general_dilated,
-    **kwargs: Any,
+    *args: Any, fallback: Callable[..., jax.Array] = lax.conv_general_dilated, **kwargs: Any
 ) -> jax.Array:
     """Drop-in for ``lax.conv_general_dilated`` (``flax.linen.Conv(conv_general_dilated=)``):
     float32 stride-1 SAME 2-D convolutions in NHWC/HWIO run on oneDNN (`conv2d_same`), any
     other (bfloat16, strided, dilated, grouped, other layouts) goes to ``fallback``."""
-    options = dict(
-        lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count,
-        **kwargs,
-    )
-    if (
-        lhs.dtype == jnp.float32
-        and rhs.dtype == jnp.float32
-        and xla_cpu_ops.is_conv2d_same(lhs, rhs, window_strides, padding, **options)
-    ):
-        return conv2d_same(lhs, rhs)
-    return fallback(lhs, rhs, window_strides, padding, precision=precision, **options)
+    dropin = xla_cpu_ops.same_conv_dropin(conv2d_same, dtypes=(jnp.float32,), fallback=fallback)
+    return dropin(*args, **kwargs)
