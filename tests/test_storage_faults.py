@@ -61,7 +61,7 @@ def test_failed_checkpoint_write_is_clear_and_keeps_earlier_ones(tmp_path, monke
     assert "latest complete: step 1" in message
 
     reader = open_for_reading(tmp_path)
-    assert reader.latest_step() == 1 and reader._manager.all_steps() == [1]
+    assert reader.latest_step() == 1 and reader.all_steps() == [1]
     state, meta = reader.restore(1, _state(0))
     np.testing.assert_array_equal(state["w"], np.ones(3, np.float32))
     assert meta == {"epoch": 1}
