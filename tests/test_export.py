@@ -44,7 +44,10 @@ def windows(exported, predictor):
 def test_folder_layout_and_meta(exported):
     workdir, _, out = exported
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["inference.jaxexport", "saved_model", "sejax_model.json", "variables"]
+    # The SavedModel where this TensorFlow can run this JAX's StableHLO (jax 0.10: yes; 0.12
+    # with TensorFlow 2.21: no, and the default formats leave it out).
+    tf_files = ["saved_model"] if export.tensorflow_problem() is None else []
+    assert names == sorted(["inference.jaxexport", *tf_files, "sejax_model.json", "variables"])
     meta = json.loads((out / "sejax_model.json").read_text())
     assert meta["format"] == "sejax-model" and meta["input"] == {
         "sample_rate": 16000, "num_samples": 16000,
@@ -69,6 +72,8 @@ def test_jax_export_round_trip(exported, predictor, windows):
 
 def test_saved_model_round_trip(exported, predictor, windows):
     tf = pytest.importorskip("tensorflow")
+    if export.tensorflow_problem():
+        pytest.skip(export.tensorflow_problem())
     out = exported[2]
     expected = predictor.probabilities(windows)
     loaded = tf.saved_model.load(str(out / "saved_model"))
@@ -111,3 +116,29 @@ def test_reexport_needs_overwrite_and_formats_are_checked(exported, tmp_path, ca
     export.export(tmp_path / "copy", out, formats=(), overwrite=True)
     copy = bundle_lib.load(tmp_path / "copy")
     assert copy.label_names == bundle_lib.load(out).label_names and copy.step == 7
+
+
+def test_a_tensorflow_that_cannot_run_the_export_is_named_and_left_out(
+    exported, tmp_path, monkeypatch
+):
+    _, _, out = exported
+    why = "TensorFlow 9.9 cannot run the StableHLO that jax 9.9 writes (test)"
+    monkeypatch.setattr(export, "tensorflow_problem", lambda: why)
+    with pytest.raises(ConfigError, match=r"--formats tf: TensorFlow 9\.9 cannot run"):
+        export.export(tmp_path / "tf", out, formats=("tf",))
+    assert not (tmp_path / "tf").exists()  # nothing written
+    summary = export.export(tmp_path / "default", out)  # the default formats leave tf out
+    assert summary["formats"] == ["jax"] and "saved_model" not in summary["files"]
+
+
+def test_tensorflow_problem_matches_what_tensorflow_can_run():
+    """The probe's verdict is what a real SavedModel export does here."""
+    pytest.importorskip("tensorflow")
+    export.tensorflow_problem.cache_clear()
+    problem = export.tensorflow_problem()
+    import jax
+
+    if jax.__version_info__ < (0, 11):  # jax 0.10's StableHLO is read by TensorFlow 2.21
+        assert problem is None
+    else:
+        assert problem is None or "cannot run the StableHLO" in problem

@@ -71,6 +71,11 @@ def _init_worker() -> None:
     limits BLAS to one thread for the worker's life."""
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ["JAX_PLATFORMS"] = "cpu"
+    # A BLAS loaded later (scipy's own OpenBLAS, which librosa >= 1.0 brings in on first use)
+    # reads its thread count from the environment when it loads; those loaded already are
+    # limited below.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     # Once per worker, not per chunk: threadpoolctl finds the BLAS by scanning every loaded
     # library (~180 here), 6-25 ms a call, which per 16-file chunk was 0.4-1.6 ms per file.
     _single_threaded_blas()  # kept: never restored in a worker

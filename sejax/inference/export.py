@@ -21,6 +21,7 @@ leaves a half-written model folder. TensorFlow is imported only for the SavedMod
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -103,6 +104,40 @@ def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
+@functools.cache
+def tensorflow_problem() -> str | None:
+    """Why the 'tf' format cannot be written here (None: it can).
+
+    A SavedModel carries the StableHLO that this JAX writes, run by TensorFlow's own XLA, so
+    the two must agree on its version: jax 0.12 writes ops (``vhlo.custom_call_v2``) that
+    TensorFlow 2.21 cannot read, while jax 0.10 and TensorFlow 2.21 agree. Found by running a
+    one-op function with a symbolic batch (what `export_saved_model` serialises) through
+    jax2tf, once per process.
+    """
+    if not tensorflow_available():
+        return "TensorFlow is not installed (pip install 'sejax[data]')"
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    probe = jax2tf.convert(
+        lambda x: x + 1.0,
+        polymorphic_shapes=["(batch, 2)"],
+        with_gradient=False,
+        native_serialization_platforms=("cpu",),
+    )
+    spec = [tf.TensorSpec([None, 2], tf.float32)]
+    try:
+        tf.function(probe, input_signature=spec, autograph=False)(tf.zeros((1, 2), tf.float32))
+    except Exception as e:  # TensorFlow raises InvalidArgumentError or UnknownError here
+        lines = [line.strip() for line in str(e).splitlines() if "error:" in line]
+        why = lines[0] if lines else f"{type(e).__name__}"
+        return (
+            f"TensorFlow {tf.__version__} cannot run the StableHLO that jax {jax.__version__} "
+            f"writes ({why[:200]}); on Python 3.11 pip's jax 0.10 writes a version it reads"
+        )
+    return None
+
+
 def export_saved_model(bundle: bundle_lib.Bundle, path: Path) -> Path:
     """Writes a TF SavedModel of the inference function (jax2tf, native serialisation)."""
     import tensorflow as tf
@@ -150,20 +185,21 @@ def export(
 ) -> dict[str, Any]:
     """Writes the model folder ``out_dir`` (see the module docstring); returns a summary.
 
-    ``formats`` default: 'jax', plus 'tf' when TensorFlow is installed. Asking for 'tf'
-    without TensorFlow is a ConfigError, not a silent skip. ``precise_bn_batches`` > 0
+    ``formats`` default: 'jax', plus 'tf' when TensorFlow is installed and can run what this
+    JAX serialises (`tensorflow_problem`). Asking for 'tf' where it cannot is a ConfigError
+    that says why, not a silent skip. ``precise_bn_batches`` > 0
     (a ``workdir`` only: it needs the run's training data) exports BatchNorm statistics
     recomputed from that many training batches
     (`sejax.evaluation.evaluate.precise_batch_stats`), for runs
     trained with ``train.precise_bn_batches=0``.
     """
     if formats is None:
-        formats = ("jax", "tf") if tensorflow_available() else ("jax",)
+        formats = ("jax", "tf") if tensorflow_problem() is None else ("jax",)
     formats = [f for f in formats if f.strip()]  # "" means the model alone
     formats = _check_choices(formats, FORMATS, "--formats") if formats else ()
     platforms = _check_choices(platforms, PLATFORMS, "--platforms")
-    if "tf" in formats and not tensorflow_available():
-        raise ConfigError("--formats tf needs TensorFlow (pip install 'sejax[data]')")
+    if "tf" in formats and tensorflow_problem() is not None:
+        raise ConfigError(f"--formats tf: {tensorflow_problem()}")
     if precise_bn_batches:
         bundle = _with_precise_batch_stats(workdir, checkpoint, precise_bn_batches)
     else:
