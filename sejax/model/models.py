@@ -9,7 +9,7 @@ of ``sejax.configs.default.get_model_config()`` build exactly the reference netw
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -94,19 +94,24 @@ class ConvBlock(nn.Module):
     conv_impl: str = "auto"
     dropout_rng: str = "hash"
 
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        # fast_ops: same math, formulated for XLA:CPU (sejax/kernels.py); parameters identical.
+    def convolution(self) -> Callable[..., jax.Array]:
+        """The ``lax.conv_general_dilated`` drop-in this block's ``nn.Conv`` runs (also what
+        `benchmarks/step_profile.py` times alone)."""
+        # fast_ops: same math, formulated for XLA:CPU (xla_cpu_ops); parameters identical.
         im2col = self.fast_ops and self.conv_grad == "im2col"
         conv = kernels.conv_general_dilated if im2col else lax.conv_general_dilated
         if onednn.use_onednn(self.conv_impl):  # float32 convs on oneDNN, others as before
             conv = functools.partial(onednn.conv_general_dilated, fallback=conv)
+        return conv
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         x = nn.Conv(
             self.features,
             (self.kernel, self.kernel),
             padding="SAME",
             dtype=self.dtype,
-            conv_general_dilated=conv,
+            conv_general_dilated=self.convolution(),
         )(x)
         # axis_name makes the batch statistics those of the global batch under pmap/shard_map.
         x = nn.BatchNorm(
