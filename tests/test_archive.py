@@ -164,7 +164,11 @@ def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode="
         for info, data in members:
             if data is not None:
                 info.size = len(data)
-            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+                tf.addfile(info, io.BytesIO(data))
+            else:  # the header alone, even of a sized file (Python 3.13's addfile refuses it)
+                header = info.tobuf(tf.format, tf.encoding, tf.errors)
+                tf.fileobj.write(header)
+                tf.offset += len(header)
     return path
 
 
