@@ -142,3 +142,22 @@ def test_tensorflow_problem_matches_what_tensorflow_can_run():
         assert problem is None
     else:
         assert problem is None or "cannot run the StableHLO" in problem
+
+
+def test_a_model_folder_whose_variables_do_not_fit_its_config_is_refused(exported, tmp_path):
+    """The folder's variables are restored as saved (no trace of the model for a target);
+    the first apply checks them against the network the config describes."""
+    import shutil
+
+    from sejax.errors import CheckpointError
+
+    _, demo, out = exported
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    meta = json.loads((broken / "sejax_model.json").read_text())
+    meta["config"]["model"]["lstm_units"] *= 2
+    (broken / "sejax_model.json").write_text(json.dumps(meta))
+    predictor = sejax.load(broken)
+    clip = str(sorted(demo.rglob("*.wav"))[0])
+    with pytest.raises(CheckpointError, match="do not match the model its config describes"):
+        predictor.predict(clip)

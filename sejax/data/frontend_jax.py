@@ -4,7 +4,7 @@
 it. This module computes the same thing inside JAX, so the whole waveform -> emotion function
 can be jitted, batched, run on a GPU/TPU and serialised with ``jax.export``
 (`sejax.inference.export`). It imports neither librosa nor TensorFlow: the analysis window and
-the frame count are the host front end's (`features.stft_window`, scipy's window;
+the frame count are the host front end's (`features.stft_window`, librosa's window;
 `features.num_frames`), and the Slaney Mel filterbank is built here in numpy, to librosa's
 formulas (tests check it equals librosa's to float32 precision, and the dB features to a small
 tolerance on speech).

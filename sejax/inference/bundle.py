@@ -255,14 +255,19 @@ def _restore_from_folder(folder: Path) -> Bundle:
     variables_dir = folder / VARIABLES_DIR
     if not variables_dir.is_dir():
         raise CheckpointError(f"{folder}: the model folder lacks its {VARIABLES_DIR}/ checkpoint")
-    abstract = _abstract_variables(config)
+    # Restored as saved, without tracing the model for an abstract target (0.7 s of a 3 s
+    # `sejax predict`); the arrays are checked against the model's shapes when it is first
+    # applied (`check_variables`), which costs no trace of its own.
     try:
         with ocp.StandardCheckpointer() as checkpointer:
-            variables = checkpointer.restore(variables_dir.absolute(), abstract)
+            variables = checkpointer.restore(variables_dir.absolute())
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-        raise CheckpointError(
-            f"{variables_dir}: does not match the model {MODEL_FILE} describes: {e}"
-        ) from e
+        raise CheckpointError(f"{variables_dir}: cannot restore the model's variables: {e}") from e
+    if not isinstance(variables, dict) or "params" not in variables:
+        raise CheckpointError(f"{variables_dir}: no 'params' in the model's variables")
+    variables = jax.device_put(
+        {"params": variables["params"], "batch_stats": variables.get("batch_stats") or {}}
+    )
     step = meta.get("source", {}).get("step")
     return Bundle(config, labels, mean, std, dict(variables), str(folder), step, meta)
 

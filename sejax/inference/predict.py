@@ -28,11 +28,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import flax.errors
 import jax
 import numpy as np
 
 from sejax.data import audio, features, frontend_jax, input_pipeline
-from sejax.errors import ConfigError, DataError, SejaxError
+from sejax.errors import CheckpointError, ConfigError, DataError, SejaxError
 from sejax.inference import bundle as bundle_lib
 
 FRONTENDS = features.FRONTENDS
@@ -125,7 +126,15 @@ def make_apply(bundle: bundle_lib.Bundle, frontend: str) -> Callable[..., jax.Ar
 
     def apply(variables: Any, inputs: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
         feats = log_mel(inputs) if log_mel is not None else inputs
-        return model.apply(variables, (feats - mean) / std, train=False)
+        try:
+            return model.apply(variables, (feats - mean) / std, train=False)
+        except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError) as e:
+            # Raised while tracing, before any array is computed: the variables restored
+            # from a model folder are checked here rather than by a trace of their own.
+            raise CheckpointError(
+                f"{bundle.source}: its variables do not match the model its config "
+                f"describes: {e}"
+            ) from e
 
     return apply
 
