@@ -132,8 +132,7 @@ def make_apply(bundle: bundle_lib.Bundle, frontend: str) -> Callable[..., jax.Ar
             # Raised while tracing, before any array is computed: the variables restored
             # from a model folder are checked here rather than by a trace of their own.
             raise CheckpointError(
-                f"{bundle.source}: its variables do not match the model its config "
-                f"describes: {e}"
+                f"{bundle.source}: its variables do not match the model its config describes: {e}"
             ) from e
 
     return apply
