@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,8 @@ def export(
     """
     if formats is None:
         formats = ("jax", "tf") if tensorflow_problem() is None else ("jax",)
+        if tensorflow_available() and tensorflow_problem() is not None:
+            warnings.warn(f"no SavedModel written: {tensorflow_problem()}", stacklevel=2)
     formats = [f for f in formats if f.strip()]  # "" means the model alone
     formats = _check_choices(formats, FORMATS, "--formats") if formats else ()
     platforms = _check_choices(platforms, PLATFORMS, "--platforms")
