@@ -33,8 +33,18 @@ from jax import lax
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+# jaxlib 0.10's XLA:CPU miscompiles the gradient of the strided-slice max-pool inside a jitted
+# train step (the reference network's BatchNorm gradients off by more than 100 %, eager mode
+# right; any formulation without reduce_window was affected, custom_vjp included); jaxlib 0.12
+# computes it right. There, ``max_pool`` takes ``reduce_window`` (tests/test_model_gradients.py).
+STRIDED_POOL_GRADIENT_MISCOMPILES = jax.__version_info__ < (0, 12)
+
+
 def max_pool(x: jax.Array, window: int) -> jax.Array:
     """``window x window`` max-pool with stride ``window``, VALID (floor), on ``[B, H, W, C]``."""
+    if STRIDED_POOL_GRADIENT_MISCOMPILES:
+        dims = (1, window, window, 1)
+        return lax.reduce_window(x, -jnp.inf, lax.max, dims, dims, "VALID")
     _, h, w, _ = x.shape
     x = x[:, : h // window * window, : w // window * window]
     parts = [x[:, i::window, j::window] for i in range(window) for j in range(window)]
