@@ -33,22 +33,54 @@ from jax import lax
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-# jaxlib 0.10's XLA:CPU miscompiles the gradient of the strided-slice max-pool inside a jitted
-# train step (the reference network's BatchNorm gradients off by more than 100 %, eager mode
-# right; any formulation without reduce_window was affected, custom_vjp included); jaxlib 0.12
-# computes it right. There, ``max_pool`` takes ``reduce_window`` (tests/test_model_gradients.py).
+# jaxlib 0.10's XLA:CPU miscompiles the autodiff gradient of the strided-slice max-pool inside a
+# jitted train step (the reference network's BatchNorm gradients off by more than 100 %; eager
+# mode right; a custom_vjp that compares the input with the pooled maximum was miscompiled too);
+# jaxlib 0.12 computes it right. There, ``max_pool`` keeps the window's argmax from the forward
+# pass and routes the gradient by it (`_max_pool_argmax`), which compiles right and ran 1.8x
+# faster in the step than ``reduce_window`` (tests/test_model_gradients.py, RESULTS.md).
 STRIDED_POOL_GRADIENT_MISCOMPILES = jax.__version_info__ < (0, 12)
+
+
+def _window_parts(x: jax.Array, window: int) -> list[jax.Array]:
+    """The ``window * window`` strided slices of the pooled windows, row-major."""
+    _, h, w, _ = x.shape
+    x = x[:, : h // window * window, : w // window * window]
+    return [x[:, i::window, j::window] for i in range(window) for j in range(window)]
 
 
 def max_pool(x: jax.Array, window: int) -> jax.Array:
     """``window x window`` max-pool with stride ``window``, VALID (floor), on ``[B, H, W, C]``."""
     if STRIDED_POOL_GRADIENT_MISCOMPILES:
-        dims = (1, window, window, 1)
-        return lax.reduce_window(x, -jnp.inf, lax.max, dims, dims, "VALID")
-    _, h, w, _ = x.shape
-    x = x[:, : h // window * window, : w // window * window]
-    parts = [x[:, i::window, j::window] for i in range(window) for j in range(window)]
-    return functools.reduce(jnp.maximum, parts)
+        return _max_pool_argmax(x, window)
+    return functools.reduce(jnp.maximum, _window_parts(x, window))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_argmax(x: jax.Array, window: int) -> jax.Array:
+    return _max_pool_argmax_fwd(x, window)[0]
+
+
+def _max_pool_argmax_fwd(x: jax.Array, window: int) -> tuple[jax.Array, tuple]:
+    parts = _window_parts(x, window)
+    best, argmax = parts[0], jnp.zeros(parts[0].shape, jnp.int8)
+    for k, part in enumerate(parts[1:], start=1):
+        better = part > best  # ties keep the first, as the maximum chain's gradient favours
+        best = jnp.where(better, part, best)
+        argmax = jnp.where(better, jnp.int8(k), argmax)
+    return best, (argmax, x.shape)
+
+
+def _max_pool_argmax_bwd(window: int, residuals: tuple, dy: jax.Array) -> tuple[jax.Array]:
+    argmax, (n, h, w, c) = residuals
+    h2, w2 = h // window, w // window
+    pieces = [jnp.where(argmax == k, dy, jnp.zeros_like(dy)) for k in range(window * window)]
+    dx = jnp.stack(pieces, axis=-1).reshape(n, h2, w2, c, window, window)
+    dx = dx.transpose(0, 1, 4, 2, 5, 3).reshape(n, h2 * window, w2 * window, c)
+    return (jnp.pad(dx, ((0, 0), (0, h - h2 * window), (0, w - w2 * window), (0, 0))),)
+
+
+_max_pool_argmax.defvjp(_max_pool_argmax_fwd, _max_pool_argmax_bwd)
 
 
 def _same_pads(kernel_shape: Sequence[int]) -> list[tuple[int, int]]:
