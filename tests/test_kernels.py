@@ -52,18 +52,13 @@ def test_conv_general_dilated_falls_back_for_what_it_does_not_cover() -> None:
     assert valid.shape == (1, 6, 6, 4)
 
 
-# max_pool (this JAX's formulation) and the argmax-routed one jax < 0.12 takes, on both JAXes.
-POOLS = {"max_pool": kernels.max_pool, "argmax": kernels._max_pool_argmax}
-
-
-@pytest.mark.parametrize("pool", sorted(POOLS))
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize(("shape", "window"), [((2, 9, 7, 3), 2), ((1, 10, 12, 2), 3)])
-def test_max_pool_matches_reduce_window_values_and_gradients(shape, window, jit, pool) -> None:
+def test_max_pool_matches_reduce_window_values_and_gradients(shape, window, jit) -> None:
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     pool_w = (window, window)
-    ours = POOLS[pool]
+    ours = kernels.max_pool
 
     def reference(x):
         return nn.max_pool(x, pool_w, strides=pool_w, padding="VALID")

@@ -2,9 +2,10 @@
 of its ops: sejax's XLA:CPU formulations (`model.fast_ops`, the default) and oneDNN's
 convolutions give the plain Flax/lax network's gradients.
 
-jaxlib 0.10.2's XLA:CPU miscompiled the gradient of a strided-slice max-pool inside the jitted
-step (BatchNorm gradients off by more than 100 %, eager mode right); `xla_cpu_ops.max_pool`
-therefore lowers to ``reduce_window`` there. This test is what caught it.
+jaxlib 0.10.2's XLA:CPU miscompiled the autodiff gradient of a strided-slice max-pool inside
+the jitted step (BatchNorm gradients off by more than 100 %, eager mode right);
+`xla_cpu_ops.max_pool` therefore routes its gradient by the argmax itself. This test is what
+caught it.
 """
 
 from __future__ import annotations

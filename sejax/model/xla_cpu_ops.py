@@ -33,13 +33,12 @@ from jax import lax
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-# jaxlib 0.10's XLA:CPU miscompiles the autodiff gradient of the strided-slice max-pool inside a
-# jitted train step (the reference network's BatchNorm gradients off by more than 100 %; eager
-# mode right; a custom_vjp that compares the input with the pooled maximum was miscompiled too);
-# jaxlib 0.12 computes it right. There, ``max_pool`` keeps the window's argmax from the forward
-# pass and routes the gradient by it (`_max_pool_argmax`), which compiles right and ran 1.8x
-# faster in the step than ``reduce_window`` (tests/test_model_gradients.py, RESULTS.md).
-STRIDED_POOL_GRADIENT_MISCOMPILES = jax.__version_info__ < (0, 12)
+# The max-pool's gradient is routed by the argmax each window keeps from the forward pass (a
+# custom_vjp), not left to autodiff of the maximum chain: jaxlib 0.10's XLA:CPU miscompiled that
+# autodiff gradient inside the jitted train step (the reference network's BatchNorm gradients off
+# by more than 100 %; eager mode right; tests/test_model_gradients.py), and the argmax routing
+# ran 1.26-1.47x (jax 0.12) and 1.8x (jax 0.10, against reduce_window) faster in the step,
+# interleaved in one process beside a training job (RESULTS.md, 2026-12-02).
 
 
 def _window_parts(x: jax.Array, window: int) -> list[jax.Array]:
@@ -49,15 +48,9 @@ def _window_parts(x: jax.Array, window: int) -> list[jax.Array]:
     return [x[:, i::window, j::window] for i in range(window) for j in range(window)]
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def max_pool(x: jax.Array, window: int) -> jax.Array:
     """``window x window`` max-pool with stride ``window``, VALID (floor), on ``[B, H, W, C]``."""
-    if STRIDED_POOL_GRADIENT_MISCOMPILES:
-        return _max_pool_argmax(x, window)
-    return functools.reduce(jnp.maximum, _window_parts(x, window))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool_argmax(x: jax.Array, window: int) -> jax.Array:
     return _max_pool_argmax_fwd(x, window)[0]
 
 
@@ -80,7 +73,7 @@ def _max_pool_argmax_bwd(window: int, residuals: tuple, dy: jax.Array) -> tuple[
     return (jnp.pad(dx, ((0, 0), (0, h - h2 * window), (0, w - w2 * window), (0, 0))),)
 
 
-_max_pool_argmax.defvjp(_max_pool_argmax_fwd, _max_pool_argmax_bwd)
+max_pool.defvjp(_max_pool_argmax_fwd, _max_pool_argmax_bwd)
 
 
 def _same_pads(kernel_shape: Sequence[int]) -> list[tuple[int, int]]:
