@@ -16,19 +16,16 @@ largest relative differences of the output and the three gradients.
 from __future__ import annotations
 
 import ctypes
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from block_rest_levers import EPS, current  # this folder's lever benchmark
+from block_rest_levers import EPS, batch_stats, compare, current, forward_backward
 
 SOURCE = Path(__file__).with_name("csrc") / "bn_relu_pool.cc"
 
@@ -48,19 +45,13 @@ def _pooled(c):
     return (n, h // 2, w // 2, ch)
 
 
-def _stats(c):
-    mean = jnp.mean(c, axis=(0, 1, 2))
-    var = jnp.maximum(jnp.mean(c * c, axis=(0, 1, 2)) - mean * mean, 0.0)
-    return mean, var
-
-
 @jax.custom_vjp
 def fused(c, gamma, beta):
     return _fwd(c, gamma, beta)[0]
 
 
 def _fwd(c, gamma, beta):
-    mean, var = _stats(c)
+    mean, var = batch_stats(c)
     rstd = jax.lax.rsqrt(var + EPS)
     a = gamma * rstd
     b = beta - mean * a
@@ -86,46 +77,10 @@ def _bwd(res, dp):
 fused.defvjp(_fwd, _bwd)
 
 
-def _forward_backward(f):
-    def run(c, g, b, ct):
-        out, vjp = jax.vjp(f, c, g, b)
-        return out, vjp(ct)
-
-    return jax.jit(run)
-
-
 def main() -> None:
     _load()
     batch = int(sys.argv[1]) if len(sys.argv) > 1 else 32
-    shapes = [(batch, 301, 64, 32), (batch, 150, 32, 64), (batch, 75, 16, 128), (batch, 37, 8, 128)]
-    rng = np.random.default_rng(0)
-    variants = {"xla": _forward_backward(current), "fused": _forward_backward(fused)}
-    total = dict.fromkeys(variants, 0.0)
-    for shape in shapes:
-        ch = shape[-1]
-        c = jnp.asarray(rng.normal(size=shape), jnp.float32)
-        g = jnp.asarray((np.abs(rng.normal(size=ch)) + 0.5) * np.sign(rng.normal(size=ch)),
-                        jnp.float32)  # fmt: skip
-        b = jnp.asarray(rng.normal(size=ch), jnp.float32)
-        ct = jnp.asarray(rng.normal(size=_pooled(c)), jnp.float32)
-        (oa, ga), (ob, gb) = (f(c, g, b, ct) for f in variants.values())
-        diffs = [float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(x)) + 1e-12))
-                 for x, y in zip((oa, *ga), (ob, *gb), strict=True)]  # fmt: skip
-        times: dict[str, list[float]] = {n: [] for n in variants}
-        for r in range(7):
-            for n in variants if r % 2 == 0 else reversed(variants):
-                start = time.perf_counter()
-                jax.block_until_ready(variants[n](c, g, b, ct))
-                times[n].append(time.perf_counter() - start)
-        med = {n: 1e3 * statistics.median(t) for n, t in times.items()}
-        for n in med:
-            total[n] += med[n]
-        print(shape, {n: round(v, 1) for n, v in med.items()},
-              "speed-up", round(med["xla"] / med["fused"], 2),
-              "max relative difference (output, d input, d scale, d bias)",
-              [f"{d:.1e}" for d in diffs])  # fmt: skip
-    print("all four", {n: round(v, 1) for n, v in total.items()},
-          "speed-up", round(total["xla"] / total["fused"], 2))  # fmt: skip
+    compare(forward_backward(current), forward_backward(fused), batch)
 
 
 if __name__ == "__main__":
