@@ -265,9 +265,8 @@ def _restore_from_folder(folder: Path) -> Bundle:
         raise CheckpointError(f"{variables_dir}: cannot restore the model's variables: {e}") from e
     if not isinstance(variables, dict) or "params" not in variables:
         raise CheckpointError(f"{variables_dir}: no 'params' in the model's variables")
-    variables = jax.device_put(
-        {"params": variables["params"], "batch_stats": variables.get("batch_stats") or {}}
-    )
+    # Host arrays: the predictor puts them on its device once (`predict.Predictor`).
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats") or {}}
     step = meta.get("source", {}).get("step")
     return Bundle(config, labels, mean, std, dict(variables), str(folder), step, meta)
 
