@@ -262,7 +262,7 @@ class Worker:
         command = [sys.executable, __file__, "--worker", name, "--batch", str(batch),
                    "--warmup", str(args.warmup), "--threads", str(args.threads),
                    "--unroll", str(args.unroll), "--dtype", args.dtype,
-                   "--jax-cache", args.jax_cache]  # fmt: skip
+                   "--sejax-ops", args.sejax_ops, "--jax-cache", args.jax_cache]  # fmt: skip
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=log, text=True)  # fmt: skip

@@ -71,7 +71,7 @@ def parts(config, batch: int) -> dict[str, Callable[[], object]]:
                                  dropout=m.conv_dropout, bn_momentum=m.bn_momentum,
                                  bn_epsilon=m.bn_epsilon, fast_ops=m.fast_ops,
                                  conv_grad=m.conv_grad, conv_impl=m.conv_impl,
-                                 dropout_rng=m.dropout_rng)  # fmt: skip
+                                 block_impl=m.block_impl, dropout_rng=m.dropout_rng)  # fmt: skip
         conv = nn.Conv(channels, (m.conv_kernel,) * 2, padding="SAME",
                        conv_general_dilated=block.convolution())  # fmt: skip
         name = f"block {i + 1} ({'x'.join(map(str, x.shape[1:]))} -> {channels})"

@@ -34,22 +34,42 @@ REFERENCE_TRAIN_FLOPS = 1.5e9  # per example, forward + backward (reference-mode
 # lax/flax formulation (reduce_window pooling, XLA conv autodiff, threefry dropout), and the
 # convolutions on oneDNN (model.conv_impl='onednn', what the default 'auto' picks on CPU).
 OPS = {
-    "sejax": {"fast_ops": True, "conv_grad": "im2col", "dropout_rng": "hash", "conv_impl": "xla"},
+    "sejax": {
+        "fast_ops": True,
+        "conv_grad": "im2col",
+        "dropout_rng": "hash",
+        "conv_impl": "xla",
+        "block_impl": "xla",
+    },
     "sejax-xlaconv": {
         "fast_ops": True,
         "conv_grad": "xla",
         "dropout_rng": "hash",
         "conv_impl": "xla",
+        "block_impl": "xla",
     },
-    "lax": {"fast_ops": False, "dropout_rng": "jax", "conv_impl": "xla"},
+    "lax": {"fast_ops": False, "dropout_rng": "jax", "conv_impl": "xla", "block_impl": "xla"},
     "sejax-threefry": {
         "fast_ops": True,
         "conv_grad": "im2col",
         "dropout_rng": "jax",
         "conv_impl": "xla",
+        "block_impl": "xla",
     },
-    "sejax-onednn": {"fast_ops": True, "dropout_rng": "hash", "conv_impl": "onednn"},
-    "default": {},  # the default config as a user gets it (conv_impl='auto')
+    "sejax-onednn": {
+        "fast_ops": True,
+        "dropout_rng": "hash",
+        "conv_impl": "onednn",
+        "block_impl": "xla",
+    },
+    # ... and each block's BatchNorm -> ReLU -> pool as one C++ pass (model.block_impl='fused').
+    "sejax-fused": {
+        "fast_ops": True,
+        "dropout_rng": "hash",
+        "conv_impl": "onednn",
+        "block_impl": "fused",
+    },
+    "default": {},  # the default config as a user gets it (conv_impl, block_impl 'auto')
 }
 
 
@@ -131,6 +151,7 @@ def main() -> None:
         help="'sejax': sejax's XLA:CPU ops (sejax/model/xla_cpu_ops.py, conv_impl='xla'); "
         "'sejax-xlaconv': with model.conv_grad='xla'; 'lax': plain lax/flax ops; "
         "'sejax-onednn': convolutions on oneDNN (conv_impl='onednn', the default on CPU); "
+        "'sejax-fused': and BatchNorm-ReLU-pool fused in C++ (block_impl='fused'); "
         "'default': the default config unchanged",
     )
     parser.add_argument("--flops-per-example", type=float, default=REFERENCE_TRAIN_FLOPS)

@@ -151,3 +151,20 @@ def test_conv_layers_times_the_same_gradients_in_xla_sejax_and_tensorflow(monkey
     flops = sum(3 * 2 * t * f * 9 * cin * cout for (t, f, cin), cout in conv_layers.BLOCKS)
     assert total["xla_share_of_matmul_rate"] == round(flops / 8.0 / 1e6 / 100.0, 3)
     assert total["matmul_gflop_per_s"] == 100.0 and total["sejax_over_tf_time"] == 0.67
+
+
+def test_peer_workers_get_every_option_that_shapes_their_step(monkeypatch, tmp_path):
+    """The parent hands its options to each framework's worker process: a dropped one (as
+    ``--sejax-ops`` once was) silently times the default config instead of the one asked for."""
+    import argparse
+
+    started = []
+    monkeypatch.setattr(peers.subprocess, "Popen", lambda command, **kw: started.append(command))
+    args = argparse.Namespace(warmup=4, threads=1, unroll=3, dtype="float32",
+                              sejax_ops="sejax-fused", jax_cache=str(tmp_path))  # fmt: skip
+    peers.Worker("sejax", 32, args, str(tmp_path))
+    command = started[-1]
+    expected = {"--worker": "sejax", "--batch": "32", "--warmup": "4", "--threads": "1",
+                "--unroll": "3", "--dtype": "float32", "--sejax-ops": "sejax-fused"}  # fmt: skip
+    for option, value in expected.items():
+        assert command[command.index(option) + 1] == value, command

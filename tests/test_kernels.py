@@ -80,6 +80,7 @@ def test_fast_ops_model_equals_lax_model(conv_grad: str) -> None:
     cfg = default.get_model_config()
     cfg.conv_channels, cfg.lstm_layers = (4, 8), 0  # no LSTM: only the convs differ
     cfg.conv_grad = conv_grad
+    cfg.block_impl = "xla"  # sejax's XLA formulation against lax's, not the C++ block
     fast, plain = build_model(cfg), build_model({**cfg, "fast_ops": False})
     x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 33, 16)), jnp.float32)
     variables = fast.init(jax.random.key(0), x, train=False)

@@ -36,9 +36,10 @@ def _jitted_gradients(batch: int, **model_overrides) -> dict:
     return jax.jit(jax.grad(loss))(variables["params"])
 
 
-IMPLS = [pytest.param({"conv_impl": "xla"}, id="xla-ops")]
+IMPLS = [pytest.param({"conv_impl": "xla", "block_impl": "xla"}, id="xla-ops")]
 if onednn.available():
-    IMPLS.append(pytest.param({"conv_impl": "onednn"}, id="onednn"))
+    IMPLS.append(pytest.param({"conv_impl": "onednn", "block_impl": "xla"}, id="onednn"))
+    IMPLS.append(pytest.param({"conv_impl": "onednn", "block_impl": "fused"}, id="onednn-fused"))
 
 
 BATCH = 4
@@ -46,7 +47,7 @@ BATCH = 4
 
 @pytest.fixture(scope="module")
 def plain() -> dict:
-    return _jitted_gradients(BATCH, fast_ops=False, conv_impl="xla")
+    return _jitted_gradients(BATCH, fast_ops=False, conv_impl="xla", block_impl="xla")
 
 
 @pytest.mark.parametrize("overrides", IMPLS)

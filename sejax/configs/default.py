@@ -68,6 +68,12 @@ def get_model_config() -> ml_collections.ConfigDict:
     # else XLA's) | 'onednn' | 'xla' (XLA's, with fast_ops/conv_grad). Same parameters; oneDNN
     # is about 2x faster for the conv layers' forward + gradients on CPU (sejax.model.onednn).
     m.conv_impl = "auto"
+    # What computes each block's BatchNorm -> ReLU -> max-pool: 'auto' (the fused C++ op on CPU
+    # when the library builds, else XLA's) | 'fused' (one C++ pass each way on CPU, float32,
+    # pool 2: sejax.model.onednn.bn_relu_pool) | 'xla' (Flax's ops, fused by XLA). Same
+    # variables and values to float32 rounding; the fused op took the train step 1.3-1.4x
+    # faster on a Zen 5 (benchmarks/RESULTS.md).
+    m.block_impl = "auto"
     # Where dropout masks come from: 'hash' (a counter hash seeded from the step key, ~5x
     # cheaper on CPU; sejax/kernels.py) | 'jax' (flax.linen.Dropout's threefry bernoulli).
     m.dropout_rng = "hash"

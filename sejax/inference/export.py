@@ -53,11 +53,13 @@ def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.A
     The same computation as a `sejax.inference.predict.Predictor` with the 'jax' front end. Features
     are normalised with the training actors' statistics, also for per-speaker models
     (``bundle.per_speaker``), whose speakers' statistics an exported function cannot know.
-    The network uses XLA's convolution (``model.conv_impl='xla'``): a serialised function that
-    called sejax's oneDNN custom call would need sejax's library wherever it is loaded.
+    The network uses XLA's convolution and BatchNorm-ReLU-pool (``model.conv_impl='xla'``,
+    ``model.block_impl='xla'``): a serialised function that called sejax's C++ custom calls
+    would need sejax's library wherever it is loaded.
     """
     config = bundle.config.copy_and_resolve_references()
     config.model.conv_impl = "xla"
+    config.model.block_impl = "xla"
     apply = predict.make_apply(dataclasses.replace(bundle, config=config), "jax")
     variables, mean, std = bundle.variables, bundle.mean, bundle.std
 

@@ -32,6 +32,11 @@ CONV_GRADS = ("im2col", "xla")
 # Which kernel computes the convolutions (model.conv_impl; `sejax.model.onednn`): XLA's, oneDNN's,
 # or 'auto': oneDNN's on CPU when its library builds. Same parameters either way.
 CONV_IMPLS = onednn.IMPLS
+# What computes a conv block's BatchNorm -> ReLU -> max-pool (model.block_impl): XLA's fusions
+# of Flax's ops, or one C++ pass each way (`sejax.model.onednn.bn_relu_pool`, CPU, float32,
+# pool 2; XLA's elsewhere), or 'auto': the C++ op on CPU when the library builds. Same
+# variables and values either way.
+BLOCK_IMPLS = onednn.BLOCK_IMPLS
 # How fresh parameters are drawn (model.initializers): Flax's defaults, or as Keras 3 draws
 # the same layers (`keras_initialization`).
 INITIALIZERS = ("flax", "keras")
@@ -43,6 +48,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": tuple(DTYPES),
     "conv_grad": CONV_GRADS,
     "conv_impl": CONV_IMPLS,
+    "block_impl": BLOCK_IMPLS,
     "dropout_rng": DROPOUT_RNGS,
     "initializers": INITIALIZERS,
 }
@@ -78,6 +84,36 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
 
 
+class BatchNormReluPool(nn.Module):
+    """``nn.BatchNorm`` -> ReLU -> 2x2 max-pool (VALID) as one fused op on XLA:CPU
+    (`onednn.bn_relu_pool`). Its variables are ``nn.BatchNorm``'s (``scale``, ``bias``;
+    ``mean``, ``var`` in ``batch_stats``), updated as Flax updates them, so checkpoints move
+    between ``model.block_impl`` choices."""
+
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        channels = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
+        if not train:
+            return onednn.bn_relu_pool.inference(
+                x, scale, bias, ra_mean.value, ra_var.value, epsilon=self.epsilon
+            )
+        y, mean, var = onednn.bn_relu_pool.training(
+            x, scale, bias, epsilon=self.epsilon, axis_name=self.axis_name
+        )
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y
+
+
 class ConvBlock(nn.Module):
     """3x3 conv (SAME, bias) -> BatchNorm -> ReLU -> max-pool (VALID, floor) -> dropout."""
 
@@ -92,7 +128,15 @@ class ConvBlock(nn.Module):
     fast_ops: bool = True
     conv_grad: str = "im2col"
     conv_impl: str = "auto"
+    block_impl: str = "auto"
     dropout_rng: str = "hash"
+
+    def _fusable(self, x: jnp.ndarray) -> bool:
+        """Whether the fused op can compute this block: 2x2 pooling, and float32 activations
+        and BatchNorm variables (not, e.g., float64 variables under ``jax_enable_x64``)."""
+        bn = [self.variables.get(c, {}).get("BatchNorm_0", {}) for c in ("params", "batch_stats")]
+        leaves = jax.tree.leaves(bn)
+        return self.pool == 2 and all(a.dtype == jnp.float32 for a in (x, *leaves))
 
     def convolution(self) -> Callable[..., jax.Array]:
         """The ``lax.conv_general_dilated`` drop-in this block's ``nn.Conv`` runs (also what
@@ -113,6 +157,12 @@ class ConvBlock(nn.Module):
             dtype=self.dtype,
             conv_general_dilated=self.convolution(),
         )(x)
+        # The same math as below, one pass each way (the same variable names).
+        if self._fusable(x) and onednn.use_fused_block(self.block_impl):
+            x = BatchNormReluPool(
+                self.bn_momentum, self.bn_epsilon, self.bn_axis_name, name="BatchNorm_0"
+            )(x, train=train)
+            return Dropout(self.dropout, self.dropout_rng)(x, deterministic=not train)
         # axis_name makes the batch statistics those of the global batch under pmap/shard_map.
         x = nn.BatchNorm(
             use_running_average=not train,
@@ -186,6 +236,7 @@ class CnnBiLstm(nn.Module):
     fast_ops: bool = True
     conv_grad: str = "im2col"
     conv_impl: str = "auto"
+    block_impl: str = "auto"
     dropout_rng: str = "hash"
     initializers: str = "flax"  # read by `init_variables`, not by the forward pass
     bn_axis_name: str | None = None
@@ -225,6 +276,7 @@ class CnnBiLstm(nn.Module):
                 fast_ops=self.fast_ops,
                 conv_grad=self.conv_grad,
                 conv_impl=self.conv_impl,
+                block_impl=self.block_impl,
                 dropout_rng=self.dropout_rng,
                 name=f"conv_{i}",
             )(x, train=train)

@@ -1,4 +1,6 @@
-"""Convolutions on oneDNN for XLA:CPU (``model.conv_impl``).
+"""sejax's C++ custom calls for XLA:CPU: convolutions on oneDNN (``model.conv_impl``) and a
+fused BatchNorm -> ReLU -> max-pool (``model.block_impl``, `bn_relu_pool`), one library
+compiled from ``csrc/`` (`build`).
 
 The network's 3x3 convolutions and both their gradients run as oneDNN primitives inside XLA
 FFI custom calls (`ops`, ``csrc/onednn_conv.cc``), about 2x faster than XLA's own
@@ -12,6 +14,8 @@ computes the convolution differs, and values and gradients agree with
 process runs on CPU and the library builds, else XLA's. `use_onednn` decides, and when
 oneDNN was asked for ('onednn', or 'auto' on a CPU where the oneDNN wheel is a dependency:
 x86_64 Linux) but cannot be had, it warns once per process and XLA's convolution is used.
+``model.block_impl`` ('auto', 'xla', 'fused'; `use_fused_block`) chooses the same way for
+the fused block; a missing library is one warning for both.
 Only float32 convolutions go to oneDNN; bfloat16 ones (``model.dtype``) keep XLA's.
 
 Where the custom call can run: ``jax.jit``, ``jax.grad``, ``jax.pmap`` and ``jax.shard_map``
@@ -37,6 +41,7 @@ import warnings
 
 import jax
 
+from sejax.model.onednn import bn_relu_pool
 from sejax.model.onednn.ops import (
     DEFAULT_LAYOUT,
     LAYOUTS,
@@ -51,10 +56,12 @@ from sejax.model.onednn.ops import (
 )
 
 __all__ = [
+    "BLOCK_IMPLS",
     "DEFAULT_LAYOUT",
     "IMPLS",
     "LAYOUTS",
     "available",
+    "bn_relu_pool",
     "cache_size",
     "conv2d_same",
     "conv_general_dilated",
@@ -62,15 +69,17 @@ __all__ = [
     "num_threads_used",
     "set_num_threads",
     "set_serialize",
+    "use_fused_block",
     "use_onednn",
     "version",
 ]
 
 IMPLS = ("auto", "xla", "onednn")
+BLOCK_IMPLS = ("auto", "xla", "fused")  # model.block_impl (`use_fused_block`)
 
 _lock = threading.Lock()
 _load_error: str | None = None  # why the library is unavailable; "" once it loaded
-_warned = False
+_warned: set[str] = set()  # the kinds of fallback warned about in this process
 
 
 def _unavailable() -> str | None:
@@ -91,11 +100,20 @@ def available() -> bool:
     return _unavailable() is None
 
 
-def _warn_once(message: str) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(f"{message}; using XLA's convolution instead", RuntimeWarning, stacklevel=3)
+_INSTEAD = "XLA's convolution and BatchNorm-ReLU-pool"
+
+
+def _warn_once(message: str, key: str) -> None:
+    """One warning per process and ``key``: the library missing is one warning, however
+    many of its ops were asked for."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _warn_unavailable(reason: str) -> None:
+    _warn_once(f"sejax's C++ CPU library is unavailable: {reason}; using {_INSTEAD} instead",
+               "unavailable")  # fmt: skip
 
 
 def _wheel_platform() -> bool:
@@ -113,13 +131,42 @@ def use_onednn(conv_impl: str) -> bool:
     backend = jax.default_backend()
     if backend != "cpu":
         if conv_impl == "onednn":
-            _warn_once(f"model.conv_impl='onednn' runs on CPU only, this process is on {backend}")
+            _warn_once(
+                f"model.conv_impl='onednn' runs on CPU only, this process is on {backend}; "
+                "using XLA's convolution instead",
+                "conv_impl",
+            )
         return False
     reason = _unavailable()
     if reason is None:
         return True
     if conv_impl == "onednn" or _wheel_platform():
-        _warn_once(
-            f"model.conv_impl={conv_impl!r}: the oneDNN convolution is unavailable: {reason}"
-        )
+        _warn_unavailable(reason)
+    return False
+
+
+def use_fused_block(block_impl: str) -> bool:
+    """Whether a conv block with ``model.block_impl=block_impl`` runs its BatchNorm -> ReLU ->
+    pool as the fused C++ op (`bn_relu_pool`) in this process: 'fused', or 'auto' on a CPU, when
+    the library loads; where it cannot, XLA's ops, with one warning when 'fused' was asked for
+    or 'auto' runs where the library is a dependency (as `use_onednn`). ValueError for an
+    unknown name."""
+    if block_impl not in BLOCK_IMPLS:
+        raise ValueError(f"block_impl={block_impl!r} is not one of {list(BLOCK_IMPLS)}")
+    if block_impl == "xla":
+        return False
+    backend = jax.default_backend()
+    if backend != "cpu":
+        if block_impl == "fused":
+            _warn_once(
+                f"model.block_impl='fused' runs on CPU only, this process is on {backend}; "
+                "using XLA's BatchNorm-ReLU-pool instead",
+                "block_impl",
+            )
+        return False
+    reason = _unavailable()
+    if reason is None:
+        return True
+    if block_impl == "fused" or _wheel_platform():
+        _warn_unavailable(reason)
     return False

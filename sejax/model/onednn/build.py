@@ -1,5 +1,6 @@
-"""Compiling the oneDNN convolution library (``csrc/onednn_conv.cc``) from the package's own
-source, with the system C++ compiler, against the oneDNN wheels' headers and library and the
+"""Compiling the library of sejax's CPU custom calls (``csrc/``: the oneDNN convolution,
+``onednn_conv.cc``, and the fused BatchNorm-ReLU-pool, ``bn_relu_pool.cc``) from the package's
+own source, with the system C++ compiler, against the oneDNN wheels' headers and library and the
 XLA FFI headers that jaxlib ships (``jax.ffi.include_dir()``). No binary is downloaded.
 
 A library comes from one of two places, tried in this order by `library`:
@@ -44,7 +45,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "onednn_conv.cc"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = (CSRC / "onednn_conv.cc", CSRC / "bn_relu_pool.cc")  # compiled into one library
+HEADERS = (CSRC / "cpu_runtime.h",)
 INSTALLED_DIR = Path(__file__).with_name("_lib")
 LIBRARY_NAME = "onednn_conv.so"
 STAMP_NAME = "onednn_conv.json"
@@ -80,7 +83,8 @@ class Toolchain:
         # --disable-new-dtags writes DT_RPATH, which libdnnl's own dependencies see too.
         return [
             self.compiler, *FLAGS, "-isystem", str(self.ffi_include),
-            "-isystem", str(self.onednn_include), str(SOURCE), "-o", str(output),
+            "-isystem", str(self.onednn_include), f"-I{CSRC}", *map(str, SOURCES),
+            "-o", str(output),
             f"-L{self.onednn_lib}", "-ldnnl", f"-Wl,-rpath,{self.onednn_lib}",
             "-Wl,--disable-new-dtags",
         ]  # fmt: skip
@@ -101,7 +105,11 @@ class Toolchain:
 
 
 def source_hash() -> str:
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    """One digest of every source and header, so a change to any rebuilds the library."""
+    digest = hashlib.sha256()
+    for path in (*SOURCES, *HEADERS):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _wheel_file(dist: str, suffix: str) -> Path | None:

@@ -32,10 +32,19 @@ DEFAULT_LAYOUT: Layout = "any_weights"
 FORWARD = "sejax_onednn_conv2d_fwd"
 BACKWARD_DATA = "sejax_onednn_conv2d_bwd_data"
 BACKWARD_WEIGHTS = "sejax_onednn_conv2d_bwd_weights"
+# The fused BatchNorm-ReLU-pool's handlers (csrc/bn_relu_pool.cc; the op: `bn_relu_pool`).
+BN_RELU_POOL_FORWARD = "sejax_bn_relu_pool_fwd"
+BN_RELU_POOL_FORWARD_KEEP = "sejax_bn_relu_pool_fwd_keep"
+BN_RELU_POOL_GATHER = "sejax_bn_relu_pool_gather"
+BN_RELU_POOL_BACKWARD = "sejax_bn_relu_pool_bwd"
 _SYMBOLS = {
     FORWARD: "OnednnConv2dForward",
     BACKWARD_DATA: "OnednnConv2dBackwardData",
     BACKWARD_WEIGHTS: "OnednnConv2dBackwardWeights",
+    BN_RELU_POOL_FORWARD: "SejaxBnReluPoolForward",
+    BN_RELU_POOL_FORWARD_KEEP: "SejaxBnReluPoolForwardKeep",
+    BN_RELU_POOL_GATHER: "SejaxBnReluPoolGather",
+    BN_RELU_POOL_BACKWARD: "SejaxBnReluPoolBackward",
 }
 
 _lock = threading.Lock()

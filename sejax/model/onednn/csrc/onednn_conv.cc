@@ -50,6 +50,7 @@
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
+#include "cpu_runtime.h"
 
 namespace ffi = xla::ffi;
 
@@ -560,6 +561,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConv2dBackwardWeights,
                                   .Ret<onednn_conv::F32Buffer>()  // dw
                                   .RemainingRets()                // [db]
                                   .Attr<int64_t>("layout"));
+
+// The threading the library's other handlers share (cpu_runtime.h).
+namespace sejax_cpu {
+int ResolveNumThreads(xla::ffi::ThreadPool& pool) {
+  return onednn_conv::ResolveNumThreads(pool);
+}
+std::mutex& ExecMutex() { return onednn_conv::g_exec_mutex; }
+bool Serialize() { return onednn_conv::g_serialize.load(); }
+}  // namespace sejax_cpu
 
 // Plain C configuration / introspection API (called through ctypes).
 
