@@ -4,9 +4,6 @@ unchanged, pmap/shard_map with global batch statistics, and the fallback."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -19,6 +16,7 @@ import pytest
 
 from sejax.model import models, onednn
 from sejax.model.onednn import bn_relu_pool, ops
+from tests.devices import run_on_cpu_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 2e-5  # relative to the largest |value| of the reference tensor
@@ -285,12 +283,4 @@ _MULTI_DEVICE = textwrap.dedent(
 
 @needs_library
 def test_global_batch_statistics_under_shard_map_and_pmap():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    ).strip()
-    proc = subprocess.run(
-        [sys.executable, "-c", _MULTI_DEVICE], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0 and "MULTI_DEVICE_OK" in proc.stdout, proc.stdout + proc.stderr
+    run_on_cpu_devices(_MULTI_DEVICE, "MULTI_DEVICE_OK")

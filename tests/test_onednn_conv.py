@@ -20,6 +20,7 @@ import pytest
 
 from sejax.model import models, onednn
 from sejax.model.onednn import build, ops
+from tests.devices import run_on_cpu_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-4  # relative to the largest |value| of the reference tensor
@@ -350,15 +351,7 @@ _MULTI_DEVICE = textwrap.dedent(
 
 @needs_library
 def test_shard_map_and_pmap_on_two_cpu_devices():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    ).strip()
-    proc = subprocess.run(
-        [sys.executable, "-c", _MULTI_DEVICE], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0 and "MULTI_DEVICE_OK" in proc.stdout, proc.stdout + proc.stderr
+    run_on_cpu_devices(_MULTI_DEVICE, "MULTI_DEVICE_OK")
 
 
 # ------------------------------------------------------------------------------------------

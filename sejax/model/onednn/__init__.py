@@ -100,20 +100,13 @@ def available() -> bool:
     return _unavailable() is None
 
 
-_INSTEAD = "XLA's convolution and BatchNorm-ReLU-pool"
-
-
 def _warn_once(message: str, key: str) -> None:
-    """One warning per process and ``key``: the library missing is one warning, however
-    many of its ops were asked for."""
+    """One warning per process and ``key``, pointing at the code that asked (the caller of
+    `use_onednn` / `use_fused_block`): the library missing is one warning, however many of
+    its ops were asked for."""
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _warn_unavailable(reason: str) -> None:
-    _warn_once(f"sejax's C++ CPU library is unavailable: {reason}; using {_INSTEAD} instead",
-               "unavailable")  # fmt: skip
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _wheel_platform() -> bool:
@@ -121,52 +114,45 @@ def _wheel_platform() -> bool:
     return sys.platform == "linux" and platform.machine() == "x86_64"
 
 
-def use_onednn(conv_impl: str) -> bool:
-    """Whether a network with ``model.conv_impl=conv_impl`` runs its convolutions on oneDNN
-    in this process (see the module docstring); ValueError for an unknown name."""
-    if conv_impl not in IMPLS:
-        raise ValueError(f"conv_impl={conv_impl!r} is not one of {list(IMPLS)}")
-    if conv_impl == "xla":
+def _use_library(key: str, value: str, allowed: tuple[str, ...], asked: str, op: str) -> bool:
+    """The shared choice behind `use_onednn` and `use_fused_block`: config key ``key`` set
+    to ``value`` runs on the library here? 'xla' never; ``asked`` (the library by name) or
+    'auto' on a CPU where it loads. Warns once when it cannot be had: the library missing
+    (once for every op) where it was asked for or is a dependency, or ``asked`` off CPU."""
+    if value not in allowed:
+        raise ValueError(f"{key.split('.')[-1]}={value!r} is not one of {list(allowed)}")
+    if value == "xla":
         return False
     backend = jax.default_backend()
     if backend != "cpu":
-        if conv_impl == "onednn":
+        if value == asked:
             _warn_once(
-                f"model.conv_impl='onednn' runs on CPU only, this process is on {backend}; "
-                "using XLA's convolution instead",
-                "conv_impl",
+                f"{key}={asked!r} runs on CPU only, this process is on {backend}; "
+                f"using XLA's {op} instead",
+                key,
             )
         return False
     reason = _unavailable()
     if reason is None:
         return True
-    if conv_impl == "onednn" or _wheel_platform():
-        _warn_unavailable(reason)
+    if value == asked or _wheel_platform():
+        _warn_once(
+            f"sejax's C++ CPU library is unavailable: {reason}; using XLA's convolution and "
+            "BatchNorm-ReLU-pool instead",
+            "unavailable",
+        )
     return False
+
+
+def use_onednn(conv_impl: str) -> bool:
+    """Whether a network with ``model.conv_impl=conv_impl`` runs its convolutions on oneDNN
+    in this process (see the module docstring); ValueError for an unknown name."""
+    return _use_library("model.conv_impl", conv_impl, IMPLS, "onednn", "convolution")
 
 
 def use_fused_block(block_impl: str) -> bool:
     """Whether a conv block with ``model.block_impl=block_impl`` runs its BatchNorm -> ReLU ->
     pool as the fused C++ op (`bn_relu_pool`) in this process: 'fused', or 'auto' on a CPU, when
-    the library loads; where it cannot, XLA's ops, with one warning when 'fused' was asked for
-    or 'auto' runs where the library is a dependency (as `use_onednn`). ValueError for an
-    unknown name."""
-    if block_impl not in BLOCK_IMPLS:
-        raise ValueError(f"block_impl={block_impl!r} is not one of {list(BLOCK_IMPLS)}")
-    if block_impl == "xla":
-        return False
-    backend = jax.default_backend()
-    if backend != "cpu":
-        if block_impl == "fused":
-            _warn_once(
-                f"model.block_impl='fused' runs on CPU only, this process is on {backend}; "
-                "using XLA's BatchNorm-ReLU-pool instead",
-                "block_impl",
-            )
-        return False
-    reason = _unavailable()
-    if reason is None:
-        return True
-    if block_impl == "fused" or _wheel_platform():
-        _warn_unavailable(reason)
-    return False
+    the library loads; else XLA's ops, warned as `use_onednn` warns. ValueError for an unknown
+    name."""
+    return _use_library("model.block_impl", block_impl, BLOCK_IMPLS, "fused", "BatchNorm-ReLU-pool")
