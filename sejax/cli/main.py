@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sejax.errors import ConfigError, DataError, SejaxError
+from sejax.errors import ConfigError, SejaxError
 from sejax.training.preemption import Preempted
 
 REAL_DATA_HINT = (
@@ -103,20 +103,24 @@ def cmd_compare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
     """Recipe B against recipe A on their common folds: per fold and by a paired bootstrap."""
     from sejax.evaluation import compare, records
 
-    def fold_records(path: str) -> dict[int, dict[str, Any]]:
-        folder = Path(path)
-        folder = folder / "folds" if (folder / "folds").is_dir() else folder
-        found = records.read_all(folder)
-        if not found:
-            raise DataError(f"{path}: no fold records (fold_<i>.json) in it or in its folds/")
-        return found
-
     result = compare.compare(
-        fold_records(args.a), fold_records(args.b), split=args.split, metric=args.metric,
+        records.read_run(args.a), records.read_run(args.b), split=args.split, metric=args.metric,
         resamples=args.resamples, seed=args.seed,
     )  # fmt: skip
     print(compare.format_comparison(result, name_a=args.a, name_b=args.b))
     return {"command": "compare", "a": args.a, "b": args.b, **result}
+
+
+def cmd_ensemble(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
+    """Several cross-validated runs as one: each clip's mean probabilities, scored per fold."""
+    from sejax.cli import views
+    from sejax.evaluation import ensemble
+
+    record = ensemble.run(args.runs, args.out)
+    print(views.format_cv_table(record))
+    print(f"Ensemble record: {Path(args.out) / 'cv.json'} (its fold records in folds/; choose "
+          "members on validation: sejax compare MEMBER ENSEMBLE)")  # fmt: skip
+    return {**views.cv_summary(record, Path(args.out)), "command": "ensemble"}
 
 
 def cmd_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
@@ -269,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser(
+        "ensemble", help="several cross-validated runs (seeds, recipes) as one, from their records"
+    )
+    p.add_argument("runs", nargs="+", help="two or more `sejax cv` workdirs or folders of fold "
+                   "records, run on the same folds")  # fmt: skip
+    p.add_argument("--out", required=True, help="writes OUT/folds/fold_<i>.json and OUT/cv.json")
+    p.set_defaults(fn=cmd_ensemble)
 
     p = sub.add_parser("evaluate", help="evaluate a trained workdir on a split or another corpus")
     p.add_argument("--workdir", required=True)

@@ -151,3 +151,14 @@ def read_all(folder: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
             raise DataError(f"{path} holds fold {record['fold']}: rename it or remove it")
         records[record["fold"]] = record
     return records
+
+
+def read_run(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """The fold records of a run: a `sejax cv` workdir (its ``folds/``) or a folder of
+    records; `DataError` naming ``path`` when it holds none."""
+    folder = Path(path)
+    folder = folder / "folds" if (folder / "folds").is_dir() else folder
+    found = read_all(folder)
+    if not found:
+        raise DataError(f"{path}: no fold records (fold_<i>.json) in it or in its folds/")
+    return found
