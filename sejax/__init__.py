@@ -11,13 +11,20 @@ The public API, as a Flax user expects it::
 
 and the pieces the loop is made of: `build_model`, `create_train_state`, `train_step`,
 `eval_step`, `evaluate` (a trained workdir), `cross_validate`. Each name is imported on first
-use, so ``import sejax`` stays cheap and pulls in neither JAX nor TensorFlow.
+use, so ``import sejax`` stays cheap and pulls in neither JAX nor TensorFlow. It does set
+glibc's malloc policy so that XLA:CPU reuses each step's temporary buffer instead of faulting
+it in again (`sejax.host_memory`; ``SEJAX_MALLOC_TUNING=0`` leaves the defaults).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from sejax import host_memory
+
+# Before JAX's first computation creates its threads (see sejax.host_memory).
+host_memory.reuse_freed_memory()
 
 __version__ = "0.1.0"
 

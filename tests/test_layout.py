@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sejax"
 LAYERS = {
     "sejax.errors": 0,
     "sejax.io": 0,
+    "sejax.host_memory": 0,
     "sejax.corpora": 1,
     "sejax.configs.default": 2,
     "sejax.configs.loading": 2,
@@ -106,9 +107,10 @@ def test_the_checker_sees_upward_imports(tmp_path):
 
 
 def test_each_package_is_one_role():
-    """The top level holds only the public API, errors, io and the role packages."""
+    """The top level holds only the public API, errors, io, the process's malloc settings and
+    the role packages."""
     top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py")
-    assert top == ["__init__.py", "__main__.py", "errors.py", "io.py"]
+    assert top == ["__init__.py", "__main__.py", "errors.py", "host_memory.py", "io.py"]
     packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
     assert packages == [
         "cli", "configs", "corpora", "data", "evaluation", "inference", "model", "training"
