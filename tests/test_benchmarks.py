@@ -168,3 +168,33 @@ def test_peer_workers_get_every_option_that_shapes_their_step(monkeypatch, tmp_p
                 "--unroll": "3", "--dtype": "float32", "--sejax-ops": "sejax-fused"}  # fmt: skip
     for option, value in expected.items():
         assert command[command.index(option) + 1] == value, command
+
+
+def test_step_trace_sums_each_traced_operation_under_its_network_part(tmp_path):
+    """The trace reader finds the compiled program's operations in a real profiler trace and
+    files each under the part of the network its source names."""
+    pytest.importorskip("tensorflow")
+    import jax
+    import jax.numpy as jnp
+    import step_trace
+
+    def net(x, w):
+        with jax.named_scope("conv_0"):
+            y = jnp.tanh(x @ w)
+        with jax.named_scope("bilstm_0"):
+            return jnp.sort(y @ w, axis=1).sum()
+
+    x, w = jnp.ones((512, 512)), jnp.full((512, 512), 0.01)
+    f = jax.jit(net)
+    ops = step_trace.hlo_ops(f.lower(x, w).compile().as_text())
+    assert {where for _, where in ops.values()} >= {"conv_0", "bilstm_0"}
+    f(x, w).block_until_ready()
+    with jax.profiler.trace(str(tmp_path)):
+        for _ in range(3):
+            f(x, w).block_until_ready()
+    times = step_trace.op_times(str(tmp_path))
+    traced = {name for name in times if name in ops}
+    assert traced, times  # the program's own operations, found by their HLO names
+    assert all(times[name] > 0 for name in traced)
+    assert {ops[name][1] for name in traced} & {"conv_0", "bilstm_0"}
+    assert not any(w in name for name in times for w in step_trace.NOT_WORK)
