@@ -493,3 +493,53 @@ def test_conv_layers_benchmark_checks_and_times_onednn(monkeypatch, capsys):
         assert block["onednn_over_xla"] == round(block["onednn_ms"] / block["xla_ms"], 2)
     assert lines[4]["onednn_ms"] == pytest.approx(sum(x["onednn_ms"] for x in lines[:4]), abs=0.3)
     assert "onednn_over_xla_time" in lines[4] and "onednn_over_tf_time" in lines[4]
+
+
+_BWD_WEIGHTS_FORMATS = """
+import jax, jax.numpy as jnp
+from sejax.model.onednn import ops
+ops.load()
+for cin, cout in ((8, 16), (1, 8), (12, 16)):
+    x, g = jnp.ones((2, 6, 5, cin)), jnp.ones((2, 6, 5, cout))
+    jax.block_until_ready(ops._backward_weights(x, g, (3, 3, cin, cout), True, ops.LAYOUTS["auto"]))
+"""
+
+
+def _bwd_weights_src_formats(max_isa: str | None) -> list[str]:
+    """The source format of each backward-weights primitive oneDNN ran, by ONEDNN_VERBOSE."""
+    env = dict(os.environ, ONEDNN_VERBOSE="1", PYTHONPATH=str(ROOT))
+    if max_isa:
+        env["ONEDNN_MAX_CPU_ISA"] = max_isa
+    else:
+        env.pop("ONEDNN_MAX_CPU_ISA", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _BWD_WEIGHTS_FORMATS],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    rows = [r.split(",") for r in out.splitlines() if ",exec," in r and ",backward_weights," in r]
+    return [next(f for f in r if f.startswith("src_f32")) for r in rows]
+
+
+def _has_avx512_core() -> bool:
+    flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
+    return {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= set(flags)
+
+
+@needs_library
+def test_auto_layout_blocks_backward_weights_activations_only_without_avx512():
+    """layout 'auto' (the default): on AVX2 kernels the backward-weights pass takes oneDNN's
+    blocked activations where the channels fill its 8-wide blocks, NHWC otherwise; with
+    AVX-512 kernels NHWC always."""
+    if not Path("/proc/cpuinfo").exists():
+        pytest.skip("needs /proc/cpuinfo")
+    avx2 = _bwd_weights_src_formats("AVX2")
+    assert len(avx2) == 3
+    assert "blocked:aBcd8b" in avx2[0], avx2  # 8 -> 16 channels: blocked
+    assert all("blocked:acdb" in f for f in avx2[1:]), avx2  # 1 or 12 input channels: NHWC
+    if _has_avx512_core():
+        native = _bwd_weights_src_formats(None)
+        assert len(native) == 3 and all("blocked:acdb" in f for f in native), native

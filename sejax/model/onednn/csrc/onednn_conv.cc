@@ -14,7 +14,14 @@
 //   1 (any_weights) activations NHWC as-is, weights in the format the
 //                   primitive prefers (reordered from/to HWIO on every call);
 //   2 (any)         every tensor in the primitive's preferred format, with
-//                   reorders from/to the plain XLA buffers on every call.
+//                   reorders from/to the plain XLA buffers on every call;
+//   3 (auto)        1, except backward-weights on CPUs without AVX-512 when
+//                   both channel counts are multiples of 8, which takes 2:
+//                   there oneDNN picks its jit:avx2 backward-weights kernel,
+//                   which runs 1.3-1.8x faster on its blocked activation
+//                   format than on NHWC, reorders included, with bitwise the
+//                   same result (Zen 3, benchmarks/RESULTS.md). AVX-512 CPUs
+//                   get brgemm kernels that take NHWC as it is.
 //
 // Threading: the supported wheel (onednn-cpu-gomp) uses GNU OpenMP. oneDNN
 // fixes the thread count of a primitive when it is *created* (it reads
@@ -66,7 +73,14 @@ using F32Buffer = ffi::Buffer<ffi::F32, 4>;
 constexpr size_t kAlign = 64;
 
 enum class Op : int { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
-enum class Layout : int { kPlain = 0, kAnyWeights = 1, kAny = 2 };
+enum class Layout : int { kPlain = 0, kAnyWeights = 1, kAny = 2, kAuto = 3 };
+
+// Whether oneDNN dispatches AVX-512 kernels here (it honours ONEDNN_MAX_CPU_ISA).
+bool HasAvx512Core() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+  return (isa & avx512) == avx512;
+}
 
 // ---------------------------------------------------------------------------
 // Global configuration and shared oneDNN objects.
@@ -209,11 +223,22 @@ void AddSlot(Plan& plan, size_t& ws_bytes, int arg, bool is_output,
   plan.slots.push_back(std::move(slot));
 }
 
+// The layout a plan uses: `k.layout`, with 3 (auto) resolved for this op and
+// CPU (see the top of the file).
+Layout EffectiveLayout(const ConvKey& k) {
+  const Layout layout = static_cast<Layout>(k.layout);
+  if (layout != Layout::kAuto) return layout;
+  const bool blocked_bwd_weights = static_cast<Op>(k.op) == Op::kBackwardWeights &&
+                                   k.cin % 8 == 0 && k.cout % 8 == 0 &&
+                                   !HasAvx512Core();
+  return blocked_bwd_weights ? Layout::kAny : Layout::kAnyWeights;
+}
+
 // Forward primitive descriptor; also serves as the hint for the backward
-// primitives.
+// primitives (built with the same layout as the primitive it hints).
 dnnl::convolution_forward::primitive_desc MakeForwardPd(
     const ConvKey& k, const Geometry& g, const dnnl::primitive_attr& attr) {
-  const Layout layout = static_cast<Layout>(k.layout);
+  const Layout layout = EffectiveLayout(k);
   const Tag act = layout == Layout::kAny ? Tag::any : Tag::nhwc;
   const Tag wei = layout == Layout::kPlain ? Tag::hwio : Tag::any;
   const auto algo = dnnl::algorithm::convolution_direct;
@@ -235,7 +260,7 @@ dnnl::convolution_forward::primitive_desc MakeForwardPd(
 //   backward weights: src, diff_dst, diff_weights, [diff_bias]
 std::shared_ptr<const Plan> CreatePlan(const ConvKey& k) {
   const Geometry g = MakeGeometry(k);
-  const Layout layout = static_cast<Layout>(k.layout);
+  const Layout layout = EffectiveLayout(k);
   const Tag act = layout == Layout::kAny ? Tag::any : Tag::nhwc;
   const Tag wei = layout == Layout::kPlain ? Tag::hwio : Tag::any;
   const auto algo = dnnl::algorithm::convolution_direct;
@@ -417,9 +442,9 @@ ffi::ErrorOr<ConvKey> MakeKey(Op op, ffi::Span<const int64_t> x,
         DimsStr(w) + " y=" + DimsStr(y) +
         " (expected NHWC x, HWIO w, SAME stride-1 output)"));
   }
-  if (layout < 0 || layout > 2) {
+  if (layout < 0 || layout > 3) {
     return ffi::Unexpected(ffi::Error::InvalidArgument(
-        "onednn_conv: layout must be 0 (plain), 1 (any_weights) or 2 (any)"));
+        "onednn_conv: layout must be 0 (plain), 1 (any_weights), 2 (any) or 3 (auto)"));
   }
   ConvKey k;
   std::memset(&k, 0, sizeof(k));  // Padding-free, but keep memcmp exact.
