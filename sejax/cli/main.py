@@ -111,6 +111,19 @@ def cmd_compare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
     return {"command": "compare", "a": args.a, "b": args.b, **result}
 
 
+def cmd_repeats(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
+    """One recipe's runs (seeds) on the same folds: mean and spread over the runs."""
+    from sejax import io
+    from sejax.evaluation import records, repeats
+
+    result = repeats.summarize([records.read_run(r) for r in args.runs], args.runs)
+    print(repeats.format_repeats(result, metric=args.metric))
+    if args.out:
+        io.write_json(args.out, result, indent=1)
+        print(f"Repeats record: {args.out}")
+    return {"command": "repeats", "out": args.out, **result}
+
+
 def cmd_ensemble(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     """Several cross-validated runs as one: each clip's mean probabilities, scored per fold."""
     from sejax.cli import views
@@ -273,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser(
+        "repeats", help="one recipe run several times (seeds): mean and spread over the runs"
+    )
+    p.add_argument("runs", nargs="+", help="two or more `sejax cv` workdirs or folders of fold "
+                   "records of one recipe, run on the same folds")  # fmt: skip
+    p.add_argument("--metric", default="uar", choices=("uar", "accuracy", "macro_f1"),
+                   help="the metric printed (the record holds all three)")  # fmt: skip
+    p.add_argument("--out", default=None, help="writes the summary as JSON to OUT")
+    p.set_defaults(fn=cmd_repeats)
 
     p = sub.add_parser(
         "ensemble", help="several cross-validated runs (seeds, recipes) as one, from their records"
