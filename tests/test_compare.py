@@ -86,3 +86,22 @@ def test_folds_or_clips_that_differ_are_refused():
         compare(a, a, split="test")
     with pytest.raises(DataError, match="metric"):
         compare(a, a, metric="auc")
+
+
+def test_a_side_whose_test_model_was_chosen_on_validation_is_flagged_as_optimistic():
+    rng = np.random.default_rng(3)
+    labels = [rng.integers(0, 4, 40)]
+    a = _records([_noisy(labels[0], 0.5, rng)], labels)
+    b = _records([_noisy(labels[0], 0.5, rng)], labels)
+    a[0]["config"] = {"eval": {"average_last_checkpoints": 3}}  # fixed checkpoints: unbiased
+    b[0]["member_configs"] = [a[0]["config"], {"eval": {"average_last_checkpoints": 0}}]
+    result = compare(a, b, resamples=20)
+    assert result["chosen_on_validation"] == {"a": False, "b": True}
+    text = format_comparison(result, name_a="fixed", name_b="ensemble")
+    assert "caution: ensemble's test model" in text and "caution: fixed" not in text
+    b[0]["member_configs"][1]["eval"]["average_last_checkpoints"] = 1
+    assert compare(a, b, resamples=20)["chosen_on_validation"] == {"a": False, "b": False}
+    a[0]["test"], b[0]["test"] = a[0]["validation"], b[0]["validation"]
+    b[0]["member_configs"][1]["eval"]["average_last_checkpoints"] = 0
+    on_test = compare(a, b, split="test", resamples=20)  # test clips chose nothing
+    assert on_test["chosen_on_validation"] == {"a": False, "b": False}

@@ -44,6 +44,18 @@ def _paired_clips(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[np.ndarra
     return labels, np.asarray(a["pred"]), np.asarray([pred_b[c] for c in a["clips"]])
 
 
+def chosen_on_validation(record: Mapping[str, Any]) -> bool:
+    """Whether a fold's test model was picked by its validation score (the checkpoint with the
+    best validation metric, `eval.average_last_checkpoints=0`), for a trained fold or for any
+    member of an ensemble. Its validation score is then the best of many draws on the same
+    clips: optimistic, so a comparison on validation leans toward it."""
+    configs = record.get("member_configs") or [record.get("config")]
+    return any(
+        c is not None and (c.get("eval") or {}).get("average_last_checkpoints", 0) == 0
+        for c in configs
+    )
+
+
 def compare(
     records_a: Mapping[int, Mapping[str, Any]],
     records_b: Mapping[int, Mapping[str, Any]],
@@ -102,6 +114,11 @@ def compare(
         },
         # A gain outside the noise: the whole 95 % interval above zero.
         "b_better": bool(low > 0),
+        # Which side's validation score is optimistic (its test model chosen on it).
+        "chosen_on_validation": {
+            side: split == "validation" and any(chosen_on_validation(r[i]) for i in folds)
+            for side, r in (("a", records_a), ("b", records_b))
+        },
     }
 
 
@@ -126,4 +143,11 @@ def format_comparison(result: Mapping[str, Any], name_a: str = "A", name_b: str 
     )
     verdict = "a gain outside the noise" if result["b_better"] else "no gain outside the noise"
     lines.append(f"  verdict: {verdict}")
+    for side, name in (("a", name_a), ("b", name_b)):
+        if (result.get("chosen_on_validation") or {}).get(side):
+            lines.append(
+                f"  caution: {name}'s test model (or a member's) is the checkpoint these "
+                "validation clips chose, so its validation score is optimistic and the "
+                "comparison leans toward it"
+            )
     return "\n".join(lines)
