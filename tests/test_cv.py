@@ -243,12 +243,14 @@ def test_cv_command_end_to_end_on_the_demo_corpus(tmp_path):
 def test_the_test_model_is_named_in_cv_json(fake_run, capsys):
     sejax_cv, _, _, workdir = fake_run
     assert sejax_cv() == 0
-    assert json.loads((workdir / "cv.json").read_text())["test_model"] == (
-        "the checkpoint with the best validation uar"
-    )
+    record = json.loads((workdir / "cv.json").read_text())
+    assert record["test_model"] == "the checkpoint with the best validation uar"
+    # Its validation scores are of checkpoints the validation actors chose: said so.
+    assert record["validation_optimistic"] and "optimistic" in capsys.readouterr().out
     assert sejax_cv("--config.eval.average_last_checkpoints=2", workdir=workdir.with_name("a")) == 0
     record = json.loads((workdir.with_name("a") / "cv.json").read_text())
     assert record["test_model"] == "mean probabilities of the last 2 checkpoint(s)"
+    assert not record["validation_optimistic"] and "optimistic" not in capsys.readouterr().out
 
 
 def test_per_speaker_normalisation_is_labelled_transductive(fake_run, capsys):

@@ -153,6 +153,9 @@ def format_cv_table(record: Mapping[str, Any]) -> str:
         lines.append(row("mean±std", "", "",
                          [f"{m[k]:.3f}±{s[k]:.3f}" for k in METRICS] + [val_cell]))  # fmt: skip
         lines.append(row("pooled", "", p["num_examples"], [f"{p[k]:.3f}" for k in METRICS]))
+    if record.get("validation_optimistic"):
+        lines.append("val UAR: of the checkpoints the validation actors chose (optimistic; "
+                     "choose recipes on runs whose test model is fixed in advance)")  # fmt: skip
     if record["leaking"]:
         lines.append("LEAKING: speakers or identical recordings are on both sides of the split")
     if record.get("transductive"):

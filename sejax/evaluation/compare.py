@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from sejax.errors import DataError
+from sejax.evaluation import records
 
 METRICS = {
     "uar": balanced_accuracy_score,
@@ -42,18 +43,6 @@ def _paired_clips(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[np.ndarra
     if any(label_b[c] != y for c, y in zip(a["clips"], labels, strict=True)):
         raise DataError("the two recipes label a clip differently: other label sets?")
     return labels, np.asarray(a["pred"]), np.asarray([pred_b[c] for c in a["clips"]])
-
-
-def chosen_on_validation(record: Mapping[str, Any]) -> bool:
-    """Whether a fold's test model was picked by its validation score (the checkpoint with the
-    best validation metric, `eval.average_last_checkpoints=0`), for a trained fold or for any
-    member of an ensemble. Its validation score is then the best of many draws on the same
-    clips: optimistic, so a comparison on validation leans toward it."""
-    configs = record.get("member_configs") or [record.get("config")]
-    return any(
-        c is not None and (c.get("eval") or {}).get("average_last_checkpoints", 0) == 0
-        for c in configs
-    )
 
 
 def compare(
@@ -116,7 +105,7 @@ def compare(
         "b_better": bool(low > 0),
         # Which side's validation score is optimistic (its test model chosen on it).
         "chosen_on_validation": {
-            side: split == "validation" and any(chosen_on_validation(r[i]) for i in folds)
+            side: split == "validation" and any(records.chosen_on_validation(r[i]) for i in folds)
             for side, r in (("a", records_a), ("b", records_b))
         },
     }

@@ -268,6 +268,8 @@ def aggregate(
         "folds": results,
         "mean": None, "std": None, "std_ddof": 0, "pooled": None, "validation": None,
         "cpus": sorted({r["cpu"] for r in results if r["cpu"]}),
+        # The validation scores are those of checkpoints they chose: optimistic.
+        "validation_optimistic": any(records.chosen_on_validation(r) for r in fold_records),
     }  # fmt: skip
     if results:
         label_names = fold_records[0]["label_names"]

@@ -125,6 +125,18 @@ def fold_record(
     return record
 
 
+def chosen_on_validation(record: Mapping[str, Any]) -> bool:
+    """Whether a fold's test model was picked by its validation score (the checkpoint with the
+    best validation metric, `eval.average_last_checkpoints=0`), for a trained fold or for any
+    member of an ensemble. Its validation score is then the best of many draws on the same
+    clips: optimistic, so a comparison on validation leans toward it."""
+    configs = record.get("member_configs") or [record.get("config")]
+    return any(
+        c is not None and (c.get("eval") or {}).get("average_last_checkpoints", 0) == 0
+        for c in configs
+    )
+
+
 def record_path(folder: str | os.PathLike[str], index: int) -> Path:
     return Path(folder) / f"fold_{index}.json"
 
