@@ -5,7 +5,7 @@ A small version of the reference network (two conv blocks, 8 LSTM units) is buil
 frameworks, sejax's freshly drawn Keras-style parameters (`model.initializers='keras'`) are
 loaded into the Keras twin (`benchmarks/keras_twin.py`), and with dropout off the two are run
 on one batch: inference logits (BatchNorm running averages), the training-mode loss (batch
-statistics) and every gradient. sejax's gradients are also checked against the same
+statistics), every gradient, and the BatchNorm running averages after training forwards. sejax's gradients are also checked against the same
 computation in float64; on this machine TensorFlow's own convolution gradients sit farther
 from that reference than sejax's do (the row's note in experiments/README.md).
 """
@@ -108,3 +108,23 @@ def test_gradients_agree_with_keras_and_with_float64():
         reference = np.asarray(exact[f"conv_{i}"]["Conv_0"]["kernel"])
         assert _rel(grads[f"conv_{i}"]["Conv_0"]["kernel"], reference) < 1e-4
         assert _rel(keras_grads[key], reference) < 0.05  # TensorFlow: within a few percent
+
+
+def test_training_steps_update_the_batchnorm_running_averages_as_keras_does():
+    """Inference runs on the running averages (the Keras recipe keeps them): three training
+    forwards on shifted, scaled batches move sejax's as they move Keras's moving statistics."""
+    _, model, variables, twin = _models()
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])[1])
+    for k in range(3):
+        x, _ = _batch(16)
+        x = x * (2.0 + k) + 1.5 * k
+        variables = {**variables, **forward(variables, x)}
+        twin(x[..., None], training=True)
+    norms = [layer for layer in twin.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == len(CHANNELS)
+    for i, layer in enumerate(norms):
+        ours = variables["batch_stats"][f"conv_{i}"]["BatchNorm_0"]
+        mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+        np.testing.assert_allclose(ours["mean"], mean, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(ours["var"], var, rtol=1e-4)
+        assert not np.allclose(ours["var"], 1.0)  # the averages moved
