@@ -5,9 +5,10 @@ A small version of the reference network (two conv blocks, 8 LSTM units) is buil
 frameworks, sejax's freshly drawn Keras-style parameters (`model.initializers='keras'`) are
 loaded into the Keras twin (`benchmarks/keras_twin.py`), and with dropout off the two are run
 on one batch: inference logits (BatchNorm running averages), the training-mode loss (batch
-statistics), every gradient, and the BatchNorm running averages after training forwards. sejax's gradients are also checked against the same
-computation in float64; on this machine TensorFlow's own convolution gradients sit farther
-from that reference than sejax's do (the row's note in experiments/README.md).
+statistics), every gradient, and the running averages after training forwards. sejax's
+gradients are also checked against the same computation in float64; on this machine
+TensorFlow's own convolution gradients sit farther from that reference than sejax's do (the
+row's note in experiments/README.md).
 """
 
 from __future__ import annotations
