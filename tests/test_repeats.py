@@ -64,16 +64,21 @@ def test_only_folds_every_run_finished_count():
 def test_paths_seeds_and_implementations_are_not_the_recipe_but_epochs_are():
     a = copy.deepcopy(CONFIG)
     b = copy.deepcopy(CONFIG) | {"seed": 3}
-    b["data"]["path"], b["model"]["conv_impl"], b["model"]["new_key"] = "/b", "xla", 1
+    b["data"]["path"], b["model"]["conv_impl"] = "/b", "xla"
+    b["train"]["label_smoothing"] = 0.0  # added after a ran, at its default
+    b["distributed"] = {"num_processes": 2}  # a section left out whole
     assert recipe_differences(a, b) == []
     b["train"]["num_epochs"] = 10
-    assert recipe_differences(a, b) == ["train.num_epochs"]
+    assert recipe_differences(a, b) == ["train.num_epochs: 40 -> 10"]
+    b["train"]["label_smoothing"] = 0.1  # a key a lacks counts away from its default
+    assert recipe_differences(a, b) == ["train.label_smoothing: None -> 0.1",
+                                        "train.num_epochs: 40 -> 10"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "spoil, message",
     [
-        (lambda r: r["config"]["train"].update(num_epochs=10), "differs in train.num_epochs"),
+        (lambda r: r["config"]["train"].update(num_epochs=10), "differs in train.num_epochs: 40"),
         (lambda r: r["definition"].update(test=[9]), "B: fold 0 holds other actors"),
         (lambda r: r.pop("test"), "without test predictions"),
     ],

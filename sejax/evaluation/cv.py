@@ -76,14 +76,15 @@ def config_differences(
     old: Mapping[str, Any], new: Mapping[str, Any], ignore: Sequence[str] = ()
 ) -> list[str]:
     """``"key: old -> new"`` for every setting two run configs differ in (the ``cv`` section
-    and ``ignore`` left out). A key sejax added after the old run, left at its default,
-    changes nothing."""
+    and ``ignore`` left out: dotted keys, or sections whose every key is left out). A key
+    sejax added after the old run, left at its default, changes nothing."""
     flat_old = config_lib.flatten(_comparable(old))
     flat_new = config_lib.flatten(_comparable(new))
     defaults = config_lib.flatten(_comparable(default.get_config().to_dict()))
     keys = sorted(
         k for k in flat_old.keys() | flat_new.keys()
-        if k not in ignore and flat_old.get(k) != flat_new.get(k)
+        if not any(k == i or k.startswith(f"{i}.") for i in ignore)
+        and flat_old.get(k) != flat_new.get(k)
         and not (k not in flat_old and k in defaults and flat_new.get(k) == defaults[k])
     )  # fmt: skip
     return [f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}" for k in keys]

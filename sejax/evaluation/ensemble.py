@@ -77,16 +77,11 @@ def ensemble_records(
     ``records.read_all`` of each run, ``names``: how to name each in records and errors)."""
     if len(members) < 2 or len(members) != len(names):
         raise DataError("an ensemble needs two or more runs, each with a name")
-    folds = sorted(set.intersection(*(set(m) for m in members)))
-    if not folds:
-        raise DataError(f"{', '.join(names)}: no fold finished in every run")
     out = {}
-    for i in folds:
+    for i in records.common_folds(members, names):
         fold = [m[i] for m in members]
         first = fold[0]
         for record, name in zip(fold[1:], names[1:], strict=True):
-            if record["definition"] != first["definition"]:
-                raise DataError(f"{name}: fold {i} holds other actors than {names[0]}'s fold {i}")
             if record["label_names"] != first["label_names"]:
                 raise DataError(f"{name}: fold {i} has other labels than {names[0]}'s")
             if _protocol(record) != _protocol(first):

@@ -137,6 +137,21 @@ def chosen_on_validation(record: Mapping[str, Any]) -> bool:
     )
 
 
+def common_folds(
+    runs: Sequence[Mapping[int, Mapping[str, Any]]], names: Sequence[str]
+) -> list[int]:
+    """The folds every run (``read_all`` of each) has finished, each holding the same actors
+    in every run; `DataError` naming the run otherwise."""
+    folds = sorted(set.intersection(*(set(r) for r in runs)))
+    if not folds:
+        raise DataError(f"{', '.join(names)}: no fold finished in every run")
+    for i in folds:
+        for run, name in zip(runs[1:], names[1:], strict=True):
+            if run[i]["definition"] != runs[0][i]["definition"]:
+                raise DataError(f"{name}: fold {i} holds other actors than {names[0]}'s fold {i}")
+    return folds
+
+
 def record_path(folder: str | os.PathLike[str], index: int) -> Path:
     return Path(folder) / f"fold_{index}.json"
 

@@ -7,69 +7,57 @@ far any one of them can be trusted. This is not an ensemble (`sejax.evaluation.e
 averages the runs' probabilities into one model): it averages the runs' scores, which is what
 a recipe trained once by a user can expect.
 
-The runs must be one recipe on the same folds: their fold records may differ only in the keys
-of ``NOT_RECIPE`` (the seed, where the data lie, how a computation is implemented); any other
+The runs must be one recipe on the same folds: their fold configs may differ only in the keys
+of ``NOT_RECIPE`` (the seed, where the data lie, how a computation is implemented), compared
+as `sejax cv` compares a record with its config (`cv.config_differences`); any other
 difference is a `DataError` naming the key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from sejax.errors import DataError
-from sejax.evaluation import records
+from sejax.evaluation import cv, records
 
 # Config keys that do not change what is trained: the random draw itself, paths and caches,
-# implementation switches that compute the same network, and logging. Keys missing from one
-# record (added to sejax after it ran) are not compared either.
+# implementation switches that compute the same network, and logging (a section name leaves
+# out all its keys). The ``cv`` section is never compared (`cv.config_differences`): the
+# folds themselves are, by their definitions.
 NOT_RECIPE = (
-    ("seed",),
-    ("data", "path"),
-    ("data", "prepared_dir"),
-    ("data", "num_workers"),
-    ("data", "examples_per_shard"),
-    ("data", "prefetch"),
-    ("data", "device_resident"),
-    ("model", "conv_impl"),
-    ("model", "block_impl"),
-    ("model", "fast_ops"),
-    ("model", "conv_grad"),
-    ("model", "scan_unroll"),
-    ("model", "dropout_rng"),
-    ("train", "parallel"),
-    ("train", "log_every_steps"),
-    ("train", "checkpoint_every_epochs"),
-    ("cv", "only_folds"),
-    ("eval", "batch_size"),
-    ("distributed",),
-    ("predict",),
+    "seed",
+    "data.path",
+    "data.prepared_dir",
+    "data.num_workers",
+    "data.examples_per_shard",
+    "data.prefetch",
+    "data.device_resident",
+    "model.conv_impl",
+    "model.block_impl",
+    "model.fast_ops",
+    "model.conv_grad",
+    "model.scan_unroll",
+    "model.dropout_rng",
+    "train.parallel",
+    "train.log_every_steps",
+    "train.checkpoint_every_epochs",
+    "eval.batch_size",
+    "distributed",
+    "predict",
 )
 
 
-def _flat(config: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple]:
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            yield from _flat(value, (*prefix, key))
-        else:
-            yield (*prefix, key), value
-
-
 def recipe_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """The config keys (dotted) where two fold configs train different things."""
-    fa, fb = dict(_flat(a)), dict(_flat(b))
-    return sorted(
-        ".".join(key) for key in set(fa) & set(fb)
-        if fa[key] != fb[key] and not any(key[: len(n)] == n for n in NOT_RECIPE)
-    )  # fmt: skip
+    """``"key: a -> b"`` for every setting where two fold configs train different things."""
+    return cv.config_differences(a, b, NOT_RECIPE)
 
 
 def _spread(values: Sequence[float]) -> dict[str, Any]:
     v = np.asarray(values, np.float64)
-    return {"runs": [float(x) for x in v], "mean": float(v.mean()),
-            "std": float(v.std(ddof=1)) if len(v) > 1 else None}  # fmt: skip
+    return {"runs": [float(x) for x in v], "mean": float(v.mean()), "std": float(v.std(ddof=1))}
 
 
 def summarize(
@@ -81,14 +69,10 @@ def summarize(
     sd of the folds' means over folds, and the sd between the runs' means."""
     if len(runs) < 2 or len(runs) != len(names):
         raise DataError("repeats need two or more runs of one recipe, each with a name")
-    folds = sorted(set.intersection(*(set(r) for r in runs)))
-    if not folds:
-        raise DataError(f"{', '.join(names)}: no fold finished in every run")
+    folds = records.common_folds(runs, names)
     for i in folds:
         first = runs[0][i]
         for run, name in zip(runs[1:], names[1:], strict=True):
-            if run[i]["definition"] != first["definition"]:
-                raise DataError(f"{name}: fold {i} holds other actors than {names[0]}'s fold {i}")
             differences = recipe_differences(first.get("config") or {}, run[i].get("config") or {})
             if differences:
                 raise DataError(
