@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from sejax.errors import DataError
+from sejax.evaluation import records
 from sejax.evaluation.compare import compare, format_comparison
 
 
@@ -105,3 +106,43 @@ def test_a_side_whose_test_model_was_chosen_on_validation_is_flagged_as_optimist
     b[0]["member_configs"][1]["eval"]["average_last_checkpoints"] = 0
     on_test = compare(a, b, split="test", resamples=20)  # test clips chose nothing
     assert on_test["chosen_on_validation"] == {"a": False, "b": False}
+
+
+ZEN3 = {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "1", "avx512": False}
+ZEN5 = {"cpu": "AMD EPYC", "cpu_family": "26", "cpu_model": "2", "avx512": True}
+
+
+def test_sides_run_on_other_cpu_kinds_are_flagged_though_the_brand_is_the_same():
+    rng = np.random.default_rng(4)
+    labels = [rng.integers(0, 4, 40) for _ in range(2)]
+    a = _records([_noisy(y, 0.5, rng) for y in labels], labels)
+    b = _records([_noisy(y, 0.5, rng) for y in labels], labels)
+    for i in a:
+        a[i]["machine"], b[i]["machine"] = dict(ZEN3), dict(ZEN3)
+    same = compare(a, b, resamples=20)
+    assert same["same_cpu_kind"] is True
+    zen3 = "AMD EPYC (family 25 model 1, AVX2)"
+    assert same["cpu_kinds"] == {"a": [zen3], "b": [zen3]}
+    assert "CPU kinds" not in format_comparison(same)
+    b[1]["machine"] = dict(ZEN5)  # one fold of B on a Zen 5: the comparison mixes kinds
+    mixed = compare(a, b, resamples=20)
+    assert mixed["same_cpu_kind"] is False
+    assert mixed["cpu_kinds"]["b"] == [
+        "AMD EPYC (family 25 model 1, AVX2)",
+        "AMD EPYC (family 26 model 2, AVX-512)",
+    ]
+    text = format_comparison(mixed, name_a="zen3", name_b="mixed")
+    assert "caution: the two sides ran on other CPU kinds" in text and "AVX-512" in text
+    del b[1]["machine"]  # a record that does not say: no claim either way
+    assert compare(a, b, resamples=20)["same_cpu_kind"] is None
+
+
+def test_an_ensemble_runs_on_the_cpu_kinds_of_its_members():
+    member = {"machine": dict(ZEN3)}
+    assert records.cpu_kinds({"members": [member, {"machine": dict(ZEN5)}]}) == {
+        "AMD EPYC (family 25 model 1, AVX2)",
+        "AMD EPYC (family 26 model 2, AVX-512)",
+    }
+    assert records.cpu_kinds({"machine": {"cpu": "cpu A"}}) == {"cpu A"}  # brand only
+    assert records.cpu_kinds({}) == frozenset()
+    assert records.cpu_kind(records.machine()) is not None  # this machine says what it is

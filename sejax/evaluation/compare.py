@@ -45,6 +45,18 @@ def _paired_clips(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[np.ndarra
     return labels, np.asarray(a["pred"]), np.asarray([pred_b[c] for c in a["clips"]])
 
 
+def _same_cpu_kind(
+    records_a: Mapping[int, Mapping[str, Any]],
+    records_b: Mapping[int, Mapping[str, Any]],
+    folds: list[int],
+) -> bool | None:
+    """True when every compared fold's two sides ran on one and the same CPU kind."""
+    pairs = [(records.cpu_kinds(records_a[i]), records.cpu_kinds(records_b[i])) for i in folds]
+    if any(not ka or not kb for ka, kb in pairs):
+        return None
+    return all(ka == kb and len(ka) == 1 for ka, kb in pairs)
+
+
 def compare(
     records_a: Mapping[int, Mapping[str, Any]],
     records_b: Mapping[int, Mapping[str, Any]],
@@ -103,6 +115,13 @@ def compare(
         },
         # A gain outside the noise: the whole 95 % interval above zero.
         "b_better": bool(low > 0),
+        # Whether a fold's two sides ran on other CPU kinds (None: a record does not say):
+        # the same command moves a fold by a few points between kinds.
+        "cpu_kinds": {
+            side: sorted(set().union(*(records.cpu_kinds(r[i]) for i in folds)))
+            for side, r in (("a", records_a), ("b", records_b))
+        },
+        "same_cpu_kind": _same_cpu_kind(records_a, records_b, folds),
         # Which side's validation score is optimistic (its test model chosen on it).
         "chosen_on_validation": {
             side: split == "validation" and any(records.chosen_on_validation(r[i]) for i in folds)
@@ -132,6 +151,14 @@ def format_comparison(result: Mapping[str, Any], name_a: str = "A", name_b: str 
     )
     verdict = "a gain outside the noise" if result["b_better"] else "no gain outside the noise"
     lines.append(f"  verdict: {verdict}")
+    if result.get("same_cpu_kind") is False:
+        kinds = result["cpu_kinds"]
+        lines.append(
+            f"  caution: the two sides ran on other CPU kinds ({name_a}: "
+            f"{'; '.join(kinds['a'])}; {name_b}: {'; '.join(kinds['b'])}): one run per fold "
+            "moves by a few points between kinds (floating-point order), so the difference "
+            "mixes that with the recipes'; compare runs made on one kind"
+        )
     for side, name in (("a", name_a), ("b", name_b)):
         if (result.get("chosen_on_validation") or {}).get(side):
             lines.append(

@@ -199,7 +199,7 @@ def fold_result(record: Mapping[str, Any]) -> dict[str, Any]:
         "epochs": record.get("epochs"),
         "train_seconds": record.get("train_seconds"),
         "leaking": bool(record.get("leaking", False)),
-        "cpu": (record.get("machine") or {}).get("cpu"),
+        "cpu": "; ".join(sorted(records.cpu_kinds(record))) or None,
     }  # fmt: skip
     if definition.get("unit") == "part":
         result["test_parts"] = list(definition["test"])

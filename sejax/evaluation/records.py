@@ -56,6 +56,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cpu_kind(machine_info: Mapping[str, Any] | None) -> str | None:
+    """A CPU kind as comparisons need it, e.g. ``AMD EPYC (family 25 model 1, AVX2)``: one
+    brand string names several kinds whose floating-point order (and so a run's numbers)
+    differs; family, model and AVX-512 tell them apart. None when nothing was recorded."""
+    info = machine_info or {}
+    cpu = info.get("cpu")
+    if not cpu:
+        return None
+    if info.get("cpu_family") is None:
+        return cpu
+    vectors = "AVX-512" if info.get("avx512") else "AVX2"
+    return f"{cpu} (family {info['cpu_family']} model {info.get('cpu_model')}, {vectors})"
+
+
+def cpu_kinds(record: Mapping[str, Any]) -> frozenset[str]:
+    """The CPU kinds a fold's test model was trained on: one for a trained fold, each
+    member's for an ensemble; empty when the record does not say."""
+    machines = [m.get("machine") for m in record.get("members") or [record]]
+    return frozenset(k for k in map(cpu_kind, machines) if k)
+
+
 def _split_record(report: Mapping[str, Any], sources: Sequence[str]) -> dict[str, Any]:
     predictions = report["predictions"]
     return {
