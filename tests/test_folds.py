@@ -82,6 +82,21 @@ def test_emobox_fold_set():
         assert {a % 2 for a in f.validation} == {0, 1} and not set(f.validation) & set(f.test)
 
 
+def test_mixed_in_corpora_train_in_every_fold_and_are_never_held_out():
+    config = get_config()
+    ravdess = [{"actor": a, "gender": g} for a, g in ravdess_genders().items()]
+    emodb = [{"actor": 10000 + a, "gender": "male" if a % 2 else "female"} for a in (3, 8, 9)]
+    alone = folds_lib.folds_for(config, ravdess)
+    mixed = folds_lib.folds_for(config, ravdess + emodb)
+    for a, b in zip(alone, mixed, strict=True):  # the same folds over RAVDESS's actors
+        assert (b.test, b.validation) == (a.test, a.validation)
+        assert b.train == (*a.train, 10003, 10008, 10009)
+    config.cv.fold_set = "emobox"  # explicit groups name only the first corpus's actors
+    emobox = folds_lib.folds_for(config, ravdess + emodb)
+    assert [f.test for f in emobox] == [tuple(sorted(g)) for g in folds_lib.EMOBOX_RAVDESS_FOLDS]
+    assert all(set(f.train) >= {10003, 10008, 10009} for f in emobox)
+
+
 def test_impossible_folds_fail_clearly():
     genders = ravdess_genders(range(1, 7))
     with pytest.raises(ConfigError, match=r"cv\.num_folds=7 but the corpus has only 6 actors"):

@@ -8,8 +8,11 @@ stopping) on ``cv.val_actors_per_fold`` of its training actors, alternating male
 taken from the next folds' test actors, never from its own. ``cv.fold_set='emobox'`` uses
 EmoBox's six RAVDESS folds instead and ``cv.folds`` any explicit ones. With
 ``data.split_by='random'`` the folds are random parts of the clips (stratified by label, every
-speaker on every side): the leaking protocol, labelled as such. `fold_config` turns a fold
-into the run config that `sejax.evaluation.cv` trains.
+speaker on every side): the leaking protocol, labelled as such. With corpora mixed in
+(``data.extra_sources``) the folds are over the first corpus's speakers: the other corpora's
+speakers train in every fold, so validation and test stay speakers of the corpus the
+protocol names. `fold_config` turns a fold into the run config that `sejax.evaluation.cv`
+trains.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import ml_collections
 
 from sejax.configs import loading as config_lib
 from sejax.configs.validation import ints, validate
+from sejax.corpora.sources import ACTOR_OFFSET
 from sejax.errors import ConfigError
 
 # EmoBox (Ma et al., Interspeech 2024): its six RAVDESS speech folds' test actors.
@@ -217,10 +221,14 @@ def folds_for(
             "used with it (set data.split_by='actor', or 'random' for the leaking protocol)"
         )
     genders = actor_genders(examples)
+    # Mixed-in corpora (actor ids from ACTOR_OFFSET on) are training data, never held out.
+    extra = tuple(a for a in genders if a >= ACTOR_OFFSET)
+    primary = {a: g for a, g in genders.items() if a < ACTOR_OFFSET}
     groups: Sequence[Sequence[int]] | None = tuple(cv.folds) or None
     if groups is None and cv.fold_set == "emobox":
         groups = EMOBOX_RAVDESS_FOLDS
-    return make_folds(genders, int(cv.num_folds), int(cv.val_actors_per_fold), groups)
+    folds = make_folds(primary, int(cv.num_folds), int(cv.val_actors_per_fold), groups)
+    return [dataclasses.replace(f, train=f.train + extra) for f in folds]
 
 
 def fold_config(
