@@ -51,6 +51,24 @@ def test_mean_and_spreads_over_runs_and_folds():
     assert "fold 1: 0.600 0.520  mean 0.560" in text and "runs' means 0.500 0.520" in text
 
 
+def test_runs_on_other_cpu_kinds_are_named_in_the_summary():
+    a = _run([0.5, 0.6], [0.5, 0.5], seed=0)
+    b = _run([0.5, 0.6], [0.5, 0.5], seed=0)  # the same command on another CPU kind
+    zen3 = {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "1", "avx512": False}
+    for i in a:
+        a[i]["machine"], b[i]["machine"] = zen3, zen3
+    same = summarize([a, b], ["A", "B"])
+    assert same["cpu_kinds"] == [["AMD EPYC (family 25 model 1, AVX2)"]] * 2
+    assert "CPU kinds" not in format_repeats(same)
+    b[1]["machine"] = zen3 | {"cpu_family": "26", "cpu_model": "2", "avx512": True}
+    mixed = summarize([a, b], ["A", "B"])
+    assert mixed["cpu_kinds"][1] == [
+        "AMD EPYC (family 25 model 1, AVX2)",
+        "AMD EPYC (family 26 model 2, AVX-512)",
+    ]
+    assert "note: the runs ran on other CPU kinds" in format_repeats(mixed)
+
+
 def test_only_folds_every_run_finished_count():
     a = _run([0.5, 0.6, 0.4], [0.5] * 3, seed=0)
     b = _run([0.5, 0.6], [0.5] * 2, seed=1)

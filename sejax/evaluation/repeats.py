@@ -83,7 +83,9 @@ def summarize(
     splits = [s for s in records.SPLITS if all(run[i].get(s) for run in runs for i in folds)]
     if "test" not in splits:
         raise DataError("a run has a fold without test predictions")
-    result: dict[str, Any] = {"runs": list(names), "folds": folds}
+    # Each run's CPU kinds: runs on other kinds differ by the CPU as well as by the seed.
+    kinds = [sorted(set().union(*(records.cpu_kinds(run[i]) for i in folds))) for run in runs]
+    result: dict[str, Any] = {"runs": list(names), "folds": folds, "cpu_kinds": kinds}
     for split in splits:
         out: dict[str, Any] = {}
         for metric in records.METRICS:
@@ -119,5 +121,12 @@ def format_repeats(result: Mapping[str, Any], metric: str = "uar") -> str:
             + " ".join(f"{v:.3f}" for v in s["run_means"])
             + f" (sd between runs {s['std_between_runs']:.3f}; within a fold "
             f"{s['mean_std_within_fold']:.3f} on average)"
+        )
+    kinds = result.get("cpu_kinds") or []
+    if len({tuple(k) for k in kinds}) > 1:
+        lines.append(
+            "note: the runs ran on other CPU kinds ("
+            + "; ".join(f"run {k}: {', '.join(v) or '?'}" for k, v in enumerate(kinds))
+            + "): their spread is the seed's and the CPU's together"
         )
     return "\n".join(lines)
