@@ -118,8 +118,8 @@ def compare(
         # Whether a fold's two sides ran on other CPU kinds (None: a record does not say):
         # the same command moves a fold by a few points between kinds.
         "cpu_kinds": {
-            side: sorted(set().union(*(records.cpu_kinds(r[i]) for i in folds)))
-            for side, r in (("a", records_a), ("b", records_b))
+            "a": records.run_cpu_kinds(records_a, folds),
+            "b": records.run_cpu_kinds(records_b, folds),
         },
         "same_cpu_kind": _same_cpu_kind(records_a, records_b, folds),
         # Which side's validation score is optimistic (its test model chosen on it).

@@ -77,6 +77,11 @@ def cpu_kinds(record: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(k for k in map(cpu_kind, machines) if k)
 
 
+def run_cpu_kinds(run: Mapping[int, Mapping[str, Any]], folds: Sequence[int]) -> list[str]:
+    """Every CPU kind the given folds of one run (``read_all``) were trained on, sorted."""
+    return sorted(set().union(*(cpu_kinds(run[i]) for i in folds)))
+
+
 def _split_record(report: Mapping[str, Any], sources: Sequence[str]) -> dict[str, Any]:
     predictions = report["predictions"]
     return {

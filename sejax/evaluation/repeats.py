@@ -84,7 +84,7 @@ def summarize(
     if "test" not in splits:
         raise DataError("a run has a fold without test predictions")
     # Each run's CPU kinds: runs on other kinds differ by the CPU as well as by the seed.
-    kinds = [sorted(set().union(*(records.cpu_kinds(run[i]) for i in folds))) for run in runs]
+    kinds = [records.run_cpu_kinds(run, folds) for run in runs]
     result: dict[str, Any] = {"runs": list(names), "folds": folds, "cpu_kinds": kinds}
     for split in splits:
         out: dict[str, Any] = {}
