@@ -60,6 +60,17 @@ def test_each_clip_gets_the_members_mean_probabilities_and_is_scored_on_them():
     assert made["train_seconds"] == 4.0 and made["format"] == records.FORMAT
 
 
+def test_the_ensemble_names_its_members_cpu_kinds_not_just_their_brand():
+    a, b, _ = _two_members()
+    zen3 = {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "1", "avx512": False}
+    a[0]["machine"], b[0]["machine"] = zen3, zen3 | {"cpu_family": "26", "cpu_model": "2",
+                                                       "avx512": True}  # fmt: skip
+    made = ensemble_records([a, b], ["A", "B"])[0]
+    kinds = ["AMD EPYC (family 25 model 1, AVX2)", "AMD EPYC (family 26 model 2, AVX-512)"]
+    assert made["machine"]["cpu"] == "; ".join(kinds)
+    assert sorted(records.cpu_kinds(made)) == kinds
+
+
 def test_only_folds_every_member_finished_are_ensembled():
     a, b, _ = _two_members()
     a[3] = copy.deepcopy(a[0]) | {"fold": 3}

@@ -96,7 +96,6 @@ def ensemble_records(
              "checkpoint_steps": r.get("checkpoint_steps"), "machine": r.get("machine")}
             for r, name in zip(fold, names, strict=True)
         ]  # fmt: skip
-        cpus = sorted({(r.get("machine") or {}).get("cpu") or "?" for r in fold})
         record = {
             "format": records.FORMAT,
             "fold": i,
@@ -114,7 +113,8 @@ def ensemble_records(
             "config": first.get("config"),
             "member_configs": [r.get("config") for r in fold],
             "git": cv.git_state(),
-            "machine": {"cpu": "; ".join(cpus)},
+            # The members' CPU kinds, for a reader; comparisons read each member's own machine.
+            "machine": {"cpu": "; ".join(sorted(records.cpu_kinds({"members": members_info})))},
         }
         for split in records.SPLITS:
             if all(r.get(split) for r in fold):
