@@ -66,7 +66,9 @@ def main() -> None:
     pred = model.predict(data["test"]["features"][..., None], verbose=0).argmax(-1)
     print(json.dumps({
         "seed": args.seed, "val_actors": args.val_actors, "test_actors": args.test_actors,
-        "best_epoch": stop.best_epoch + 1, "stopped_epoch": stop.stopped_epoch + 1 or None,
+        # EarlyStopping leaves stopped_epoch at 0 when it never stopped the run.
+        "best_epoch": stop.best_epoch + 1,
+        "stopped_epoch": stop.stopped_epoch + 1 if stop.stopped_epoch else None,
         "test_uar": balanced_accuracy_score(data["test"]["label"], pred),
     }))  # fmt: skip
 
