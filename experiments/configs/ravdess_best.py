@@ -15,9 +15,10 @@ Measured on the six gender-balanced actor-disjoint folds (2-core Zen 5, experime
 the ensemble of its two seeds beat the ensemble of the converged recipe's two seeds on the
 validation actors, 0.573 against 0.534 (better on 6 of 6 folds, paired bootstrap over clips
 [+0.012, +0.068]). Its test UAR, read once after that choice: 0.587 and 0.583 for seeds 0
-and 1 (mean 0.585; the two seeds' ensemble 0.590), and 0.592 for seed 2 on an Intel Xeon:
-0.588 over three seeds (their ensemble 0.600), against the converged recipe's 0.555 over
-three runs and the Keras script's 0.532; on EmoBox's folds 0.556.
+and 1, then 0.592, 0.576, 0.557 and 0.594 for seeds 2-5 on an Intel Xeon: **0.582 ± 0.034**
+over six seeds, against the converged recipe's 0.555 over three runs and the Keras script's
+0.532; on EmoBox's folds 0.556. Ensembles of its seeds test 0.59-0.61; the four Intel seeds'
+ensemble was not kept on validation (inside the noise against two of its four members).
 
 Tried on top of the converged recipe and not kept (validation, same CPU kind): ±12 dB instead
 of ±6, mixup + speed perturbation, attention pooling, half the channels, librosa's 80 dB clip,
