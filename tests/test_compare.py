@@ -146,3 +146,58 @@ def test_an_ensemble_runs_on_the_cpu_kinds_of_its_members():
     assert records.cpu_kinds({"machine": {"cpu": "cpu A"}}) == {"cpu A"}  # brand only
     assert records.cpu_kinds({}) == frozenset()
     assert records.cpu_kind(records.machine()) is not None  # this machine says what it is
+
+
+def test_a_side_of_several_runs_scores_as_the_mean_of_its_runs():
+    """An ensemble against its members: A is the members' mean, fold by fold and pooled."""
+    rng = np.random.default_rng(5)
+    labels = [rng.integers(0, 4, 120) for _ in range(3)]
+    members = [_records([_noisy(y, acc, rng) for y in labels], labels) for acc in (0.3, 0.8)]
+    b = _records([_noisy(y, 0.6, rng) for y in labels], labels)
+    result = compare(members, b, resamples=300)
+    assert result["runs"] == {"a": 2, "b": 1}
+    for fold, y in zip(result["per_fold"], labels, strict=True):
+        i = fold["fold"]
+        each = [balanced_accuracy_score(y, m[i]["validation"]["pred"]) for m in members]
+        assert fold["a"] == pytest.approx(np.mean(each))
+    pooled = np.concatenate(labels)
+    each = [
+        balanced_accuracy_score(pooled, np.concatenate([m[i]["validation"]["pred"] for i in m]))
+        for m in members
+    ]
+    assert result["pooled_a"] == pytest.approx(np.mean(each))
+    # B (0.6) is worse than the strong run (0.8) but better than the runs' mean (0.55).
+    against_best = compare(members[1], b, resamples=300)
+    assert against_best["mean_difference"] < 0 < result["mean_difference"]
+    low, high = result["bootstrap"]["ci95"]
+    assert low < result["pooled_difference"] < high
+    # One run per side is the two-run comparison, number for number.
+    single = compare([members[1]], [b], resamples=300)
+    assert single["per_fold"] == against_best["per_fold"]
+    assert single["bootstrap"] == against_best["bootstrap"]
+    assert "(mean of 2 runs)" in format_comparison(result, name_a="members", name_b="ensemble")
+
+
+def test_every_run_of_a_side_must_hold_the_folds_and_clips():
+    rng = np.random.default_rng(6)
+    labels = [rng.integers(0, 4, 30) for _ in range(2)]
+    a = _records([_noisy(y, 0.5, rng) for y in labels], labels)
+    partial = {0: a[0]}  # a second seed with one fold finished
+    assert compare([a, partial], a, resamples=20)["folds"] == [0]
+    other = {0: {"validation": _split([f"x{j}" for j in range(30)], labels[0], labels[0])}}
+    with pytest.raises(DataError, match="other clips"):
+        compare([a, other], a)
+    with pytest.raises(DataError, match="no run"):
+        compare([], a)
+
+
+def test_a_side_whose_runs_ran_on_two_cpu_kinds_is_not_the_same_kind():
+    rng = np.random.default_rng(7)
+    labels = [rng.integers(0, 4, 40)]
+    runs = [_records([_noisy(labels[0], 0.5, rng)], labels) for _ in range(3)]
+    for run, machine in zip(runs, (ZEN3, ZEN3, ZEN5), strict=True):
+        run[0]["machine"] = dict(machine)
+    assert compare(runs[:2], runs[0], resamples=20)["same_cpu_kind"] is True
+    mixed = compare(runs[:2], runs[2], resamples=20)
+    assert mixed["same_cpu_kind"] is False and len(mixed["cpu_kinds"]["b"]) == 1
+    assert compare(runs, runs[0], resamples=20)["same_cpu_kind"] is False

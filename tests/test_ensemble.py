@@ -124,6 +124,12 @@ def test_sejax_ensemble_writes_records_that_cv_and_compare_read(fake_run, capsys
     assert cli.main(["compare", str(workdir), str(out), "--resamples", "20"]) == 0
     result, _ = last_json(capsys)
     assert result["folds"] == [0, 1, 2, 3] and result["mean_difference"] == 0.0
+    # The ensemble against the mean of its members (`--also-a`): both members' runs are read.
+    assert cli.main(["compare", str(workdir), str(out), "--also-a", str(other / "folds"),
+                     "--resamples", "20"]) == 0  # fmt: skip
+    result, printed = last_json(capsys)
+    assert result["runs"] == {"a": 2, "b": 1} and result["also_a"] == [str(other / "folds")]
+    assert result["mean_difference"] == 0.0 and "(mean of 2 runs)" in printed.out
 
 
 def test_sejax_ensemble_never_overwrites_a_trained_fold_record(fake_run, capsys):  # noqa: F811

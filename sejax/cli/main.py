@@ -103,12 +103,15 @@ def cmd_compare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
     """Recipe B against recipe A on their common folds: per fold and by a paired bootstrap."""
     from sejax.evaluation import compare, records
 
+    runs_a = [records.read_run(path) for path in (args.a, *args.also_a)]
+    runs_b = [records.read_run(path) for path in (args.b, *args.also_b)]
     result = compare.compare(
-        records.read_run(args.a), records.read_run(args.b), split=args.split, metric=args.metric,
-        resamples=args.resamples, seed=args.seed,
+        runs_a, runs_b, split=args.split, metric=args.metric, resamples=args.resamples,
+        seed=args.seed,
     )  # fmt: skip
     print(compare.format_comparison(result, name_a=args.a, name_b=args.b))
-    return {"command": "compare", "a": args.a, "b": args.b, **result}
+    return {"command": "compare", "a": args.a, "b": args.b, "also_a": args.also_a,
+            "also_b": args.also_b, **result}  # fmt: skip
 
 
 def cmd_repeats(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
@@ -280,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("a", help="recipe A: a `sejax cv` workdir or a folder of fold records")
     p.add_argument("b", help="recipe B, on the same folds")
+    p.add_argument("--also-a", nargs="+", default=[], metavar="RUN",
+                   help="more runs (seeds) of recipe A: A scores as the mean of its runs, "
+                        "e.g. an ensemble's members")  # fmt: skip
+    p.add_argument("--also-b", nargs="+", default=[], metavar="RUN",
+                   help="more runs (seeds) of recipe B, scored as their mean")  # fmt: skip
     p.add_argument("--split", default="validation", choices=("validation", "test"),
                    help="choose recipes on validation (default); report test once")  # fmt: skip
     p.add_argument("--metric", default="uar", choices=("uar", "accuracy", "macro_f1"))

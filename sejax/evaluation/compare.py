@@ -11,13 +11,18 @@ paired (the same folds, the same clips):
   95 % interval of the pooled-metric difference and the share of resamples where B is not
   better.
 
+A side may be several runs of one recipe (its seeds): it then scores as the mean of its runs'
+metric, on each fold and on each resample, so the question becomes "is B better than a typical
+run of A", not "than one lucky or unlucky seed" (seeds of one recipe differ by a few points on
+two validation actors). An ensemble against its members is the usual case.
+
 Inputs are the fold records `sejax cv` writes (``sejax.evaluation.records``). Clips are
 matched by name, so recipes on other feature sets (another crop, trimmed silence) compare too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,71 +38,90 @@ METRICS = {
 }
 
 
-def _paired_clips(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
-    """(labels, A's predictions, B's predictions) over the clips of one fold's split."""
-    pred_b = dict(zip(b["clips"], b["pred"], strict=True))
-    label_b = dict(zip(b["clips"], b["label"], strict=True))
-    if set(pred_b) != set(a["clips"]):
+Run = Mapping[int, Mapping[str, Any]]  # one run's fold records (``records.read_all``)
+
+
+def _as_runs(side: Run | Sequence[Run]) -> list[Run]:
+    """A side as a list of runs: one run's records, or several runs of one recipe."""
+    runs = [side] if isinstance(side, Mapping) else list(side)
+    if not runs:
+        raise DataError("a side of the comparison has no run")
+    return runs
+
+
+def _aligned(reference: Mapping[str, Any], other: Mapping[str, Any]) -> np.ndarray:
+    """``other``'s predictions in ``reference``'s clip order (one fold's split)."""
+    pred = dict(zip(other["clips"], other["pred"], strict=True))
+    label = dict(zip(other["clips"], other["label"], strict=True))
+    if set(pred) != set(reference["clips"]):
         raise DataError("the two recipes' folds hold other clips: compare runs of the same folds")
-    labels = np.asarray(a["label"])
-    if any(label_b[c] != y for c, y in zip(a["clips"], labels, strict=True)):
+    if any(label[c] != y for c, y in zip(reference["clips"], reference["label"], strict=True)):
         raise DataError("the two recipes label a clip differently: other label sets?")
-    return labels, np.asarray(a["pred"]), np.asarray([pred_b[c] for c in a["clips"]])
+    return np.asarray([pred[c] for c in reference["clips"]])
 
 
-def _same_cpu_kind(
-    records_a: Mapping[int, Mapping[str, Any]],
-    records_b: Mapping[int, Mapping[str, Any]],
-    folds: list[int],
-) -> bool | None:
-    """True when every compared fold's two sides ran on one and the same CPU kind."""
-    pairs = [(records.cpu_kinds(records_a[i]), records.cpu_kinds(records_b[i])) for i in folds]
-    if any(not ka or not kb for ka, kb in pairs):
+def _same_cpu_kind(runs: Sequence[Run], folds: list[int]) -> bool | None:
+    """True when, fold by fold, every run of both sides ran on one and the same CPU kind."""
+    kinds = [[records.cpu_kinds(run[i]) for run in runs] for i in folds]
+    if any(not k for fold in kinds for k in fold):
         return None
-    return all(ka == kb and len(ka) == 1 for ka, kb in pairs)
+    return all(len(set().union(*fold)) == 1 for fold in kinds)
 
 
 def compare(
-    records_a: Mapping[int, Mapping[str, Any]],
-    records_b: Mapping[int, Mapping[str, Any]],
+    records_a: Run | Sequence[Run],
+    records_b: Run | Sequence[Run],
     *,
     split: str = "validation",
     metric: str = "uar",
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Recipe B against recipe A on the folds both have finished (``records.read_all``)."""
+    """Recipe B against recipe A on the folds every run has finished. Each side is one run's
+    records (``records.read_all``) or a sequence of runs of one recipe, scored as their mean."""
     if metric not in METRICS:
         raise DataError(f"metric {metric!r} is not one of {list(METRICS)}")
-    folds = sorted(set(records_a) & set(records_b))
+    runs_a, runs_b = _as_runs(records_a), _as_runs(records_b)
+    folds = sorted(set.intersection(*(set(run) for run in runs_a + runs_b)))
     if not folds:
         raise DataError("the two recipes have no finished fold in common")
     score = METRICS[metric]
+
+    def mean_score(y: np.ndarray, preds: list[np.ndarray], draw: Any = slice(None)) -> float:
+        return float(np.mean([score(y[draw], p[draw]) for p in preds]))
+
     per_fold, labels, preds_a, preds_b = [], [], [], []
     for i in folds:
-        sa, sb = records_a[i].get(split), records_b[i].get(split)
-        if sa is None or sb is None:
+        splits_a = [run[i].get(split) for run in runs_a]
+        splits_b = [run[i].get(split) for run in runs_b]
+        if any(x is None for x in splits_a + splits_b):
             raise DataError(f"fold {i} has no {split} predictions in both records")
-        y, pa, pb = _paired_clips(sa, sb)
-        a, b = float(score(y, pa)), float(score(y, pb))
+        reference = splits_a[0]
+        y = np.asarray(reference["label"])
+        pa = [_aligned(reference, x) for x in splits_a]
+        pb = [_aligned(reference, x) for x in splits_b]
+        a, b = mean_score(y, pa), mean_score(y, pb)
         per_fold.append({"fold": i, "a": a, "b": b, "difference": b - a})
         labels.append(y)
         preds_a.append(pa)
         preds_b.append(pb)
-    y, pa, pb = (np.concatenate(x) for x in (labels, preds_a, preds_b))
+    y = np.concatenate(labels)
+    pa = [np.concatenate(run) for run in zip(*preds_a, strict=True)]
+    pb = [np.concatenate(run) for run in zip(*preds_b, strict=True)]
     diffs = np.array([f["difference"] for f in per_fold])
 
     rng = np.random.default_rng(seed)
     boot = np.empty(resamples)
     for r in range(resamples):
         draw = rng.integers(0, len(y), len(y))
-        boot[r] = score(y[draw], pb[draw]) - score(y[draw], pa[draw])
-    pooled_a, pooled_b = float(score(y, pa)), float(score(y, pb))
+        boot[r] = mean_score(y, pb, draw) - mean_score(y, pa, draw)
+    pooled_a, pooled_b = mean_score(y, pa), mean_score(y, pb)
     low, high = np.percentile(boot, [2.5, 97.5])
     return {
         "split": split,
         "metric": metric,
         "folds": folds,
+        "runs": {"a": len(runs_a), "b": len(runs_b)},
         "per_fold": per_fold,
         "mean_a": float(np.mean([f["a"] for f in per_fold])),
         "mean_b": float(np.mean([f["b"] for f in per_fold])),
@@ -118,14 +142,15 @@ def compare(
         # Whether a fold's two sides ran on other CPU kinds (None: a record does not say):
         # the same command moves a fold by a few points between kinds.
         "cpu_kinds": {
-            "a": records.run_cpu_kinds(records_a, folds),
-            "b": records.run_cpu_kinds(records_b, folds),
+            "a": sorted(set().union(*(records.run_cpu_kinds(r, folds) for r in runs_a))),
+            "b": sorted(set().union(*(records.run_cpu_kinds(r, folds) for r in runs_b))),
         },
-        "same_cpu_kind": _same_cpu_kind(records_a, records_b, folds),
+        "same_cpu_kind": _same_cpu_kind(runs_a + runs_b, folds),
         # Which side's validation score is optimistic (its test model chosen on it).
         "chosen_on_validation": {
-            side: split == "validation" and any(records.chosen_on_validation(r[i]) for i in folds)
-            for side, r in (("a", records_a), ("b", records_b))
+            side: split == "validation"
+            and any(records.chosen_on_validation(r[i]) for r in runs for i in folds)
+            for side, runs in (("a", runs_a), ("b", runs_b))
         },
     }
 
@@ -133,6 +158,12 @@ def compare(
 def format_comparison(result: Mapping[str, Any], name_a: str = "A", name_b: str = "B") -> str:
     """The comparison as a few lines of text, fold by fold."""
     metric, split = result["metric"], result["split"]
+    for side in ("a", "b"):
+        runs = (result.get("runs") or {}).get(side, 1)
+        if runs > 1:
+            first = name_a if side == "a" else name_b
+            label = f"{first} and {runs - 1} more (mean of {runs} runs)"
+            name_a, name_b = (label, name_b) if side == "a" else (name_a, label)
     lines = [f"{split} {metric}: {name_b} against {name_a}, fold by fold"]
     lines += [f"  fold {f['fold']}: {f['a']:.3f} -> {f['b']:.3f} ({f['difference']:+.3f})"
               for f in result["per_fold"]]  # fmt: skip
