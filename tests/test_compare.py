@@ -175,7 +175,12 @@ def test_a_side_of_several_runs_scores_as_the_mean_of_its_runs():
     single = compare([members[1]], [b], resamples=300)
     assert single["per_fold"] == against_best["per_fold"]
     assert single["bootstrap"] == against_best["bootstrap"]
-    assert "(mean of 2 runs)" in format_comparison(result, name_a="members", name_b="ensemble")
+    text = format_comparison(result, name_a="members", name_b="ensemble")
+    # Only the side of several runs is relabelled, and it is named as such wherever it appears.
+    assert text.splitlines()[0] == (
+        "validation uar: ensemble against members and 1 more (mean of 2 runs), fold by fold"
+    )
+    assert "ensemble and" not in text
 
 
 def test_every_run_of_a_side_must_hold_the_folds_and_clips():

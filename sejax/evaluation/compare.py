@@ -158,12 +158,12 @@ def compare(
 def format_comparison(result: Mapping[str, Any], name_a: str = "A", name_b: str = "B") -> str:
     """The comparison as a few lines of text, fold by fold."""
     metric, split = result["metric"], result["split"]
-    for side in ("a", "b"):
+
+    def side_name(name: str, side: str) -> str:
         runs = (result.get("runs") or {}).get(side, 1)
-        if runs > 1:
-            first = name_a if side == "a" else name_b
-            label = f"{first} and {runs - 1} more (mean of {runs} runs)"
-            name_a, name_b = (label, name_b) if side == "a" else (name_a, label)
+        return f"{name} and {runs - 1} more (mean of {runs} runs)" if runs > 1 else name
+
+    name_a, name_b = side_name(name_a, "a"), side_name(name_b, "b")
     lines = [f"{split} {metric}: {name_b} against {name_a}, fold by fold"]
     lines += [f"  fold {f['fold']}: {f['a']:.3f} -> {f['b']:.3f} ({f['difference']:+.3f})"
               for f in result["per_fold"]]  # fmt: skip
