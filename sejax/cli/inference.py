@@ -21,12 +21,18 @@ MAX_EXPORT_DIFF = 1e-4  # reloaded artifacts must match the predictor to this (p
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--workdir", help="a training workdir (its best checkpoint by default)")
+    group.add_argument(
+        "--workdir",
+        action="append",
+        help="a training workdir (its best checkpoint by default); repeated: their ensemble, "
+        "the mean of the networks' probabilities",
+    )
     group.add_argument(
         "--model",
+        action="append",
         metavar="NAME_OR_PATH",
         help="a model name ($SEJAX_MODEL_PATH or sejax/pretrained/), a folder written by "
-        "`sejax export`, or a training workdir",
+        "`sejax export`, or a training workdir; repeated: their ensemble",
     )
     p.add_argument(
         "--checkpoint",
@@ -37,7 +43,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"name_or_path": args.model, "workdir": args.workdir, "checkpoint": args.checkpoint}
+    """The model arguments: one name or path, or a list of several (an ensemble)."""
+
+    def one_or_list(values: list[str] | None) -> str | list[str] | None:
+        return values[0] if values and len(values) == 1 else values
+
+    return {
+        "name_or_path": one_or_list(args.model),
+        "workdir": one_or_list(args.workdir),
+        "checkpoint": args.checkpoint,
+    }
 
 
 def cmd_predict(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
@@ -76,6 +91,7 @@ def cmd_predict(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
         "command": "predict",
         "model": predictor.bundle.source,
         "step": predictor.bundle.step,
+        "members": predictor.bundle.members,
         "frontend": predictor.frontend,
         "window_s": predictor.window_samples / predictor.sample_rate,
         "hop_s": predictor.hop_samples / predictor.sample_rate,

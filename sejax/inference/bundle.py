@@ -13,6 +13,12 @@ so everything travels with the model. A model is found in one of three places:
   ``$SEJAX_MODEL_PATH`` (``os.pathsep``-separated) or in the package's ``sejax/pretrained/``,
   so a shipped pretrained model is just a model folder dropped there.
 
+Several of these make an *ensemble* (`ensemble`, or a list given to `load`): networks of one
+architecture and front end, typically seeds of one recipe, whose variables are stacked on a
+leading member axis and applied with ``jax.vmap``; the model's output is the mean of their
+probabilities, as ``sejax ensemble`` scores cross-validation runs. A model folder holds one
+network or one ensemble, in the same two files.
+
 Imports neither TensorFlow nor librosa: this runs on accelerator hosts without them.
 """
 
@@ -22,6 +28,7 @@ import dataclasses
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +46,9 @@ from sejax.training import checkpoints, train_state
 MODEL_FILE = "sejax_model.json"
 VARIABLES_DIR = "variables"
 FORMAT = "sejax-model"
-VERSION = 1
+VERSION = 2  # the newest format this sejax reads; 2 adds ensembles (`ENSEMBLE_VERSION`)
+SINGLE_VERSION = 1  # what a one-network folder is written as, so older sejax still reads it
+ENSEMBLE_VERSION = 2
 MODEL_PATH_ENV = "SEJAX_MODEL_PATH"
 PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"
 CHECKPOINT_CHOICES = ("best", "latest")
@@ -61,6 +70,7 @@ class Bundle:
     source: str  # where it was loaded from, for messages and provenance
     step: int | None
     meta: dict[str, Any]
+    members: int = 0  # > 0: an ensemble of this many networks, each variable [members, ...]
 
     @property
     def sample_rate(self) -> int:
@@ -78,7 +88,8 @@ class Bundle:
         return self.config.data.normalization == "per_speaker"
 
     def model(self) -> models.CnnBiLstm:
-        """The network, unmapped (inference uses BatchNorm's running averages)."""
+        """The network, unmapped (inference uses BatchNorm's running averages); an ensemble
+        applies it to each member's variables (`sejax.inference.predict.make_apply`)."""
         return train_state.model_from_config(self.config)[0]
 
 
@@ -267,20 +278,127 @@ def _restore_from_folder(folder: Path) -> Bundle:
         raise CheckpointError(f"{variables_dir}: no 'params' in the model's variables")
     # Host arrays: the predictor puts them on its device once (`predict.Predictor`).
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats") or {}}
-    step = meta.get("source", {}).get("step")
-    return Bundle(config, labels, mean, std, dict(variables), str(folder), step, meta)
+    members = _members_in(meta, where)
+    if members:
+        _check_member_axis(variables, members, variables_dir)
+    step = None if members else meta.get("source", {}).get("step")
+    return Bundle(config, labels, mean, std, dict(variables), str(folder), step, meta, members)
+
+
+def _members_in(meta: dict[str, Any], where: str) -> int:
+    """How many networks a model file describes: 0 for one, else its ensemble's size."""
+    record = meta.get("ensemble")
+    if record is None:
+        return 0
+    members = record.get("members") if isinstance(record, dict) else None
+    if not isinstance(members, list) or len(members) < 2:
+        raise CheckpointError(f"{where}: 'ensemble' must list its members (two or more)")
+    return len(members)
+
+
+def _check_member_axis(variables: dict[str, Any], members: int, where: Path) -> None:
+    shapes = {tuple(np.shape(x))[:1] for x in jax.tree.leaves(variables)}
+    if shapes != {(members,)}:
+        raise CheckpointError(
+            f"{where}: an ensemble of {members} networks needs every variable stacked on a "
+            f"leading axis of {members}; found leading axes {sorted(shapes)}"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Ensembles.
+
+# What must agree for networks to be averaged as one model: the same function from the same
+# inputs. Training settings (seed, epochs, augmentation, data paths) may differ.
+_ENSEMBLE_SECTIONS = ("features", "model")
+
+
+def ensemble(bundles: Sequence[Bundle]) -> Bundle:
+    """One model scoring the mean probabilities of ``bundles`` (two or more single networks).
+
+    They must share label names, front end (``features``), network (``model``) and input
+    normalisation (per-band statistics, equal to 1e-4 dB: seeds trained on the same actors
+    have the same ones); the first member's config serves the ensemble. A mismatch is a
+    `CheckpointError` naming the member and the key.
+    """
+    bundles = list(bundles)
+    if len(bundles) < 2:
+        raise CheckpointError(f"an ensemble needs two or more models, got {len(bundles)}")
+    first = bundles[0]
+    for b in bundles:
+        if b.members:
+            raise CheckpointError(f"{b.source} is already an ensemble; list its members instead")
+    for b in bundles[1:]:
+        if b.label_names != first.label_names:
+            raise CheckpointError(
+                f"{b.source}: label names {list(b.label_names)} differ from {first.source}'s "
+                f"{list(first.label_names)}; an ensemble's members predict the same classes"
+            )
+        for section in _ENSEMBLE_SECTIONS:
+            ours, theirs = b.config[section].to_dict(), first.config[section].to_dict()
+            differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+            if differ:
+                raise CheckpointError(
+                    f"{b.source}: {section}.{differ[0]}={ours.get(differ[0])!r} differs from "
+                    f"{first.source}'s {theirs.get(differ[0])!r}; an ensemble's members share "
+                    "their front end and network"
+                )
+        if b.config.data.normalization != first.config.data.normalization or not (
+            np.allclose(b.mean, first.mean, rtol=0, atol=1e-4)
+            and np.allclose(b.std, first.std, rtol=0, atol=1e-4)
+        ):
+            raise CheckpointError(
+                f"{b.source}: its input normalisation differs from {first.source}'s (trained on "
+                "other actors or features?); an ensemble's members share their per-band "
+                "statistics"
+            )
+    variables = jax.tree.map(
+        lambda *xs: np.stack([np.asarray(x) for x in xs]),
+        *[jax.device_get(b.variables) for b in bundles],
+    )
+    # Each member's provenance: a model folder's own record of the run it came from.
+    sources = [
+        {**(b.meta.get("source") or {"path": b.source, "step": b.step}), "seed": int(b.config.seed)}
+        for b in bundles
+    ]
+    meta = {k: first.meta[k] for k in ("config", "label_names", "normalization") if k in first.meta}
+    meta.update(
+        features_fingerprint=features.fingerprint(first.config.features),
+        ensemble={"members": sources, "output": "mean of the members' probabilities"},
+        source={"ensemble": [s["path"] for s in sources]},
+    )
+    for key in ("split", "precise_bn_batches", "license", "description"):
+        values = [b.meta.get(key) for b in bundles]
+        if values[0] is not None and all(v == values[0] for v in values):
+            meta[key] = values[0]  # what the members share describes the ensemble too
+    source = f"ensemble of {len(bundles)}: " + ", ".join(b.source for b in bundles)
+    labels, mean, std = first.label_names, first.mean, first.std
+    return Bundle(first.config, labels, mean, std, variables, source, None, meta, len(bundles))
+
+
+PathLike = str | os.PathLike[str]
 
 
 def load(
-    name_or_path: str | os.PathLike[str] | None = None,
+    name_or_path: PathLike | Sequence[PathLike] | None = None,
     *,
-    workdir: str | os.PathLike[str] | None = None,
+    workdir: PathLike | Sequence[PathLike] | None = None,
     checkpoint: str = "best",
 ) -> Bundle:
     """Loads a model by name, model folder or training workdir (``checkpoint`` picks the best
-    by validation UAR or the latest checkpoint of a workdir)."""
+    by validation UAR or the latest checkpoint of a workdir); a list of them loads each and
+    makes their `ensemble`."""
     if (name_or_path is None) == (workdir is None):
         raise CheckpointError("give exactly one of a model name/path or workdir")
+    given = name_or_path if workdir is None else workdir
+    if not isinstance(given, str | os.PathLike):
+        items = list(given)
+        if len(items) == 1:
+            given = items[0]
+        else:
+            key = "name_or_path" if workdir is None else "workdir"
+            return ensemble([load(**{key: item}, checkpoint=checkpoint) for item in items])
+        name_or_path, workdir = (given, None) if workdir is None else (None, given)
     if workdir is not None:
         path = Path(workdir).expanduser()
         if not (path / "checkpoints").is_dir():
@@ -302,10 +420,10 @@ def model_meta(bundle: Bundle) -> dict[str, Any]:
     """The ``sejax_model.json`` record of a bundle: config, labels, normalisation, provenance."""
     from sejax import __version__
 
-    keep = ("split", "metrics", "license", "description", "precise_bn_batches")
+    keep = ("split", "metrics", "license", "description", "precise_bn_batches", "ensemble")
     record: dict[str, Any] = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": ENSEMBLE_VERSION if bundle.members else SINGLE_VERSION,
         "sejax_version": __version__,
         "config": bundle.config.to_dict(),
         "label_names": list(bundle.label_names),

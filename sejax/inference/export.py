@@ -61,7 +61,10 @@ def inference_function(bundle: bundle_lib.Bundle) -> Callable[[jax.Array], jax.A
     config.model.conv_impl = "xla"
     config.model.block_impl = "xla"
     apply = predict.make_apply(dataclasses.replace(bundle, config=config), "jax")
-    variables, mean, std = bundle.variables, bundle.mean, bundle.std
+    # Device arrays, not host ones: JAX 0.12 refuses numpy constants closed over by a vmap
+    # (an ensemble's members).
+    variables = jax.tree.map(jnp.asarray, bundle.variables)
+    mean, std = bundle.mean, bundle.std
 
     def infer(waves: jax.Array) -> jax.Array:
         return jax.nn.softmax(apply(variables, waves, mean, std), axis=-1)
@@ -177,9 +180,9 @@ def _check_choices(values: Sequence[str], allowed: Sequence[str], flag: str) -> 
 
 def export(
     out_dir: str | os.PathLike[str],
-    name_or_path: str | os.PathLike[str] | None = None,
+    name_or_path: bundle_lib.PathLike | Sequence[bundle_lib.PathLike] | None = None,
     *,
-    workdir: str | os.PathLike[str] | None = None,
+    workdir: bundle_lib.PathLike | Sequence[bundle_lib.PathLike] | None = None,
     checkpoint: str = "best",
     formats: Sequence[str] | None = None,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
@@ -187,6 +190,10 @@ def export(
     precise_bn_batches: int = 0,
 ) -> dict[str, Any]:
     """Writes the model folder ``out_dir`` (see the module docstring); returns a summary.
+
+    Several models or workdirs export their ensemble (`sejax.inference.bundle.ensemble`): one
+    folder whose variables stack the members' and whose function returns their mean
+    probabilities.
 
     ``formats`` default: 'jax', plus 'tf' when TensorFlow is installed and can run what this
     JAX serialises (`tensorflow_problem`). Asking for 'tf' where it cannot is a ConfigError
@@ -206,12 +213,15 @@ def export(
     if "tf" in formats and tensorflow_problem() is not None:
         raise ConfigError(f"--formats tf: {tensorflow_problem()}")
     if precise_bn_batches:
-        bundle = _with_precise_batch_stats(workdir, checkpoint, precise_bn_batches)
+        one = workdir is None or isinstance(workdir, str | os.PathLike)
+        workdirs = [workdir] if one else list(workdir)
+        bundles = [_with_precise_batch_stats(w, checkpoint, precise_bn_batches) for w in workdirs]
+        bundle = bundles[0] if len(bundles) == 1 else bundle_lib.ensemble(bundles)
     else:
         bundle = bundle_lib.load(name_or_path, workdir=workdir, checkpoint=checkpoint)
     meta = bundle_lib.model_meta(bundle)
     summary = Path(bundle.source) / "summary.json"
-    if "metrics" not in meta and summary.is_file():  # a workdir's test/validation results
+    if not bundle.members and "metrics" not in meta and summary.is_file():  # a workdir's results
         results = json.loads(summary.read_text())
         meta["metrics"] = {k: results[k] for k in ("validation", "test") if k in results}
 
@@ -240,6 +250,7 @@ def export(
         "out": str(out_dir),
         "source": bundle.source,
         "step": bundle.step,
+        "members": bundle.members,
         "formats": list(formats),
         "platforms": list(platforms) if "jax" in formats else [],
         "files": sorted(p.name for p in out_dir.iterdir()),

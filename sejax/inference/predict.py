@@ -30,6 +30,7 @@ from typing import Any
 
 import flax.errors
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sejax.data import audio, features, frontend_jax, input_pipeline
@@ -120,14 +121,28 @@ Stats = tuple[np.ndarray, np.ndarray]  # per-band (mean, std) of log-Mel dB, eac
 def make_apply(bundle: bundle_lib.Bundle, frontend: str) -> Callable[..., jax.Array]:
     """``(variables, inputs, mean, std) -> logits`` for a front end: 'jax' takes waveforms
     ``[B, N]``, 'librosa' takes its host features ``[B, T, F]``; the features are normalised
-    with the per-band ``mean`` and ``std`` (the bundle's, or a speaker's)."""
+    with the per-band ``mean`` and ``std`` (the bundle's, or a speaker's).
+
+    An ensemble (``bundle.members``) maps the network over its stacked members
+    (``jax.vmap``) and returns the log of their mean probabilities as its logits, so that a
+    softmax of them is that mean, as ``sejax ensemble`` scores cross-validation runs.
+    """
     model = bundle.model()
     log_mel = frontend_jax.make_log_mel(bundle.config.features) if frontend == "jax" else None
+    members = bundle.members
+
+    def network(variables: Any, x: jax.Array) -> jax.Array:
+        if not members:
+            return model.apply(variables, x, train=False)
+        member_log_probs = jax.vmap(
+            lambda v: jax.nn.log_softmax(model.apply(v, x, train=False), axis=-1)
+        )(variables)
+        return jax.nn.logsumexp(member_log_probs, axis=0) - jnp.log(members)
 
     def apply(variables: Any, inputs: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
         feats = log_mel(inputs) if log_mel is not None else inputs
         try:
-            return model.apply(variables, (feats - mean) / std, train=False)
+            return network(variables, (feats - mean) / std)
         except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError) as e:
             # Raised while tracing, before any array is computed: the variables restored
             # from a model folder are checked here rather than by a trace of their own.
@@ -417,9 +432,9 @@ def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def load(
-    name_or_path: str | os.PathLike[str] | None = None,
+    name_or_path: bundle_lib.PathLike | Sequence[bundle_lib.PathLike] | None = None,
     *,
-    workdir: str | os.PathLike[str] | None = None,
+    workdir: bundle_lib.PathLike | Sequence[bundle_lib.PathLike] | None = None,
     checkpoint: str = "best",
     frontend: str | None = None,
     hop_s: float | None = None,
@@ -430,6 +445,8 @@ def load(
 
     ``sejax.load('runs/demo')`` or ``sejax.load(workdir='runs/demo', checkpoint='latest')``;
     then ``predictor.predict('clip.wav')`` or ``predictor.predict(wave, sample_rate=48000)``.
+    A list (``sejax.load(workdir=['runs/seed0', 'runs/seed1'])``) scores their ensemble: the
+    mean of the networks' probabilities.
     """
     bundle = bundle_lib.load(name_or_path, workdir=workdir, checkpoint=checkpoint)
     return Predictor(bundle, frontend=frontend, hop_s=hop_s, batch_size=batch_size,
