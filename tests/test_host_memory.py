@@ -44,8 +44,11 @@ def run(tuning: str) -> dict:
 def test_import_sejax_lets_xla_reuse_its_temporary_buffers():
     tuned, default = run("1"), run("0")
     assert tuned["applied"] and not default["applied"]
-    # glibc's defaults map every execution's buffer afresh and fault all its pages in.
-    assert all(f > BUFFER_PAGES // 2 for f in default["faults"]), default
+    # Up to jax 0.12.0, glibc's defaults map every execution's buffer afresh and fault all its
+    # pages in; later XLA:CPU may keep the buffer itself (0.12.1 faults none in): then the
+    # settings must not make it worse, which the assertion below checks either way.
+    assert (all(f > BUFFER_PAGES // 2 for f in default["faults"])
+            or sum(f < 100 for f in default["faults"]) >= len(default["faults"]) // 2), default
     # Reused: most executions fault no page in (the heap grows now and then, when threads
     # free and allocate in another order and a freed block does not fit).
     assert sum(f < 100 for f in tuned["faults"]) >= len(tuned["faults"]) // 2, tuned
