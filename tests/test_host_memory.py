@@ -47,8 +47,10 @@ def test_import_sejax_lets_xla_reuse_its_temporary_buffers():
     # Up to jax 0.12.0, glibc's defaults map every execution's buffer afresh and fault all its
     # pages in; later XLA:CPU may keep the buffer itself (0.12.1 faults none in): then the
     # settings must not make it worse, which the assertion below checks either way.
-    assert (all(f > BUFFER_PAGES // 2 for f in default["faults"])
-            or sum(f < 100 for f in default["faults"]) >= len(default["faults"]) // 2), default
+    assert (
+        all(f > BUFFER_PAGES // 2 for f in default["faults"])
+        or sum(f < 100 for f in default["faults"]) >= len(default["faults"]) // 2
+    ), default
     # Reused: most executions fault no page in (the heap grows now and then, when threads
     # free and allocate in another order and a freed block does not fit).
     assert sum(f < 100 for f in tuned["faults"]) >= len(tuned["faults"]) // 2, tuned
