@@ -35,7 +35,8 @@ def _librosa_reference(wave: np.ndarray, cfg) -> np.ndarray:
         fmax=cfg.fmax,
     )
     top_db = cfg.top_db if cfg.top_db > 0 else None
-    return librosa.power_to_db(mel, ref=1.0, amin=cfg.amin, top_db=top_db).T
+    ref = np.max if cfg.ref == "max" else 1.0
+    return librosa.power_to_db(mel, ref=ref, amin=cfg.amin, top_db=top_db).T
 
 
 def test_default_shape_is_reference():
@@ -53,8 +54,10 @@ def test_default_shape_is_reference():
         {"top_db": 80.0},
         {"window": "hamming", "power": 1.0, "fmin": 50.0, "fmax": 7000.0},
         {"center": False, "n_mels": 40, "amin": 1e-5},
+        {"ref": "max"},
+        {"ref": "max", "top_db": 80.0},
     ],
-    ids=["default", "top_db", "hamming-magnitude", "uncentred"],
+    ids=["default", "top_db", "hamming-magnitude", "uncentred", "ref-max", "ref-max-top_db"],
 )
 def test_equals_librosa(overrides):
     cfg = get_features_config()
@@ -66,6 +69,31 @@ def test_equals_librosa(overrides):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
     if cfg.top_db > 0:
         assert out.min() >= out.max() - cfg.top_db - 1e-4
+
+
+def test_ref_max_takes_the_clip_level_out():
+    """ref='max': a clip and the same clip 20 dB quieter give the same features (the loudest
+    bin is 0 dB in both), where absolute dB shift by the gain."""
+    cfg = get_features_config()
+    cfg.ref = "max"
+    wave = features.fix_length(_noise(50_000), cfg)
+    loud, quiet = features.log_mel(wave, cfg), features.log_mel(wave * 0.1, cfg)
+    assert loud.max() == 0.0 and quiet.max() == 0.0
+    np.testing.assert_allclose(loud, quiet, atol=1e-3)
+    cfg.ref = "one"
+    absolute = features.log_mel(wave, cfg) - features.log_mel(wave * 0.1, cfg)
+    np.testing.assert_allclose(absolute, 20.0, atol=1e-3)
+
+
+def test_configs_made_before_ref_existed_read_as_ref_one_and_keep_their_fingerprint():
+    """Shards and model bundles record the features config they were made with; one written
+    before `ref` existed must still load, as 'one', with the fingerprint it was stored under."""
+    cfg = get_features_config().to_dict()
+    old = {k: v for k, v in cfg.items() if k != "ref"}
+    assert features.canonical_config(old)["ref"] == "one"
+    assert features.fingerprint(old) == features.fingerprint(cfg)
+    assert features.fingerprint({**cfg, "ref": "max"}) != features.fingerprint(cfg)
+    assert get_features_config().ref == features.ADDED_KEYS["ref"]
 
 
 def test_silence_is_floored_at_amin():
@@ -233,6 +261,7 @@ CHANGED = {
     "power": 1.0,
     "amin": 1e-5,
     "top_db": 80.0,
+    "ref": "max",
 }
 
 
@@ -284,6 +313,7 @@ def test_num_frames_is_the_frame_count_of_both_front_ends():
         ("n_fft", 512.0, r"features\.n_fft=512\.0 must be a int"),
         ("center", "yes", r"features\.center='yes' must be a bool"),
         ("top_db", -1.0, r"features\.top_db=-1\.0 .*>= 0"),
+        ("ref", "peak", r"features\.ref='peak' .*\['one', 'max'\]"),
     ],
 )
 def test_invalid_config_names_the_key(key, value, message):

@@ -66,6 +66,7 @@ def test_matches_librosa_on_speech_like_demo_clips(tmp_path_factory):
     {"window": "blackman", "power": 1.0, "n_fft": 400, "win_length": 256, "hop_length": 128},
     {"center": False, "n_mels": 40, "fmin": 60.0, "fmax": 7600.0, "amin": 1e-5},
     {"n_fft": 511, "win_length": 511, "duration_s": 1.3},
+    {"ref": "max", "top_db": 80.0},
 ])  # fmt: skip
 def test_matches_librosa_across_configs(changes):
     cfg = _cfg(**changes)
@@ -90,6 +91,16 @@ def test_batch_rows_are_independent_and_top_db_is_per_clip():
     fn = jax.jit(frontend_jax.make_log_mel(cfg))
     batch = np.asarray(fn(np.stack([loud, quiet])))
     np.testing.assert_allclose(batch[1], np.asarray(fn(quiet)), atol=1e-4)
+    np.testing.assert_allclose(batch[1], features.log_mel(quiet, cfg), atol=TOL_DB)
+
+
+def test_ref_max_is_per_clip_in_a_batch():
+    cfg = _cfg(ref="max", duration_s=0.5)
+    rng = np.random.default_rng(3)
+    quiet = 0.001 * rng.standard_normal(8000).astype(np.float32)
+    batch = np.asarray(jax.jit(frontend_jax.make_log_mel(cfg))(np.stack([500 * quiet, quiet])))
+    assert np.allclose(batch.max(axis=(1, 2)), 0.0)
+    np.testing.assert_allclose(batch[0], batch[1], atol=1e-3)
     np.testing.assert_allclose(batch[1], features.log_mel(quiet, cfg), atol=TOL_DB)
 
 

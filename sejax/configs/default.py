@@ -35,6 +35,9 @@ def get_features_config() -> ml_collections.ConfigDict:
     # dB conversion: 10*log10(max(S, amin) / ref); top_db <= 0 disables the dynamic-range clip.
     f.amin = 1e-10
     f.top_db = 0.0
+    # ref: 'one' (absolute dB, the reference) or 'max' (librosa's ref=np.max: each clip's
+    # loudest bin is 0 dB; sejax.data.features.DB_REFERENCES).
+    f.ref = "one"
     return f
 
 

@@ -1,8 +1,9 @@
 """The log-Mel front end: a fixed-length window of audio -> [T, F] float32 dB, time first.
 
 All parameters come from ``config.features`` (see `sejax.configs.default`). The arithmetic
-is librosa's (`librosa.stft` + a Slaney-style Mel filterbank + ``power_to_db`` with ref 1.0),
-so features equal ``librosa.feature.melspectrogram`` followed by ``librosa.power_to_db``;
+is librosa's (`librosa.stft` + a Slaney-style Mel filterbank + ``power_to_db`` with ref 1.0, or
+``ref=np.max`` when ``features.ref='max'``), so features equal ``librosa.feature.melspectrogram``
+followed by ``librosa.power_to_db``;
 the window (scipy's, as librosa's) and the filterbank (librosa's) are built once per
 configuration. `fingerprint`
 names a configuration, so shards prepared with one front end are never read as if they came
@@ -31,6 +32,10 @@ FEATURES_VERSION = 1
 # (predict.frontend) picks one.
 FRONTENDS = ("jax", "librosa")
 CROP_POLICIES = ("start", "center", "speech")
+# features.ref: the dB reference. 'one': 10*log10(S / 1.0), absolute levels (the reference);
+# 'max': librosa's ref=np.max, each clip's loudest Mel bin is 0 dB, so a clip's level (the
+# speaker's loudness, the microphone gain) is taken out before the per-band standardisation.
+DB_REFERENCES = ("one", "max")
 # crop='speech': the window opens this long before the first frame whose RMS energy is within
 # SPEECH_DB of the clip's loudest frame (frames of win_length samples, hop_length apart).
 SPEECH_DB = 40.0
@@ -54,7 +59,12 @@ KEYS: dict[str, type] = {
     "power": float,
     "amin": float,
     "top_db": float,
+    "ref": str,
 }
+# Keys added after FEATURES_VERSION 1 and the value their absence means: configs, shards and
+# model bundles written before a key existed read as that value, and a key at this value is left
+# out of the fingerprint, so what they were made with keeps its fingerprint.
+ADDED_KEYS: dict[str, Any] = {"ref": "one"}
 
 
 def _as_dict(cfg: Any) -> dict[str, Any]:
@@ -89,7 +99,7 @@ def canonical_config(cfg: Any) -> dict[str, Any]:
     Canonical types (``fmin=0`` becomes ``0.0``) make the fingerprint depend on values only.
     Raises ConfigError naming the key ``features.<name>`` and what it accepts.
     """
-    raw = _as_dict(cfg)
+    raw = {**ADDED_KEYS, **_as_dict(cfg)}
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
         raise ConfigError(
@@ -120,6 +130,7 @@ def canonical_config(cfg: Any) -> dict[str, Any]:
         f"must be <= sample_rate/2 = {nyquist} (features.sample_rate={c['sample_rate']})",
     )  # fmt: skip
     _require(c["top_db"] >= 0.0, "top_db", c["top_db"], "must be >= 0 (0 disables the clip)")
+    _require(c["ref"] in DB_REFERENCES, "ref", c["ref"], f"choose one of {list(DB_REFERENCES)}")
     n = round(c["sample_rate"] * c["duration_s"])
     _require(
         n >= (1 if c["center"] else c["n_fft"]), "duration_s", c["duration_s"],
@@ -147,10 +158,17 @@ def num_frames(cfg: Any, length: int | None = None) -> int:
     return 1 + (n - c["n_fft"]) // c["hop_length"]
 
 
+def recorded_config(cfg: Any) -> dict[str, Any]:
+    """`canonical_config` less the `ADDED_KEYS` at their default: what shards record and the
+    fingerprint hashes, the same as before those keys existed."""
+    return {k: v for k, v in canonical_config(cfg).items()
+            if k not in ADDED_KEYS or v != ADDED_KEYS[k]}  # fmt: skip
+
+
 def fingerprint(cfg: Any) -> str:
-    """sha256 of the canonical JSON of the features config plus the format version tag."""
+    """sha256 of the canonical JSON of the `recorded_config` plus the format version tag."""
     payload = {"format": FEATURES_FORMAT, "version": FEATURES_VERSION,
-               "config": canonical_config(cfg)}  # fmt: skip
+               "config": recorded_config(cfg)}  # fmt: skip
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -240,7 +258,8 @@ def log_mel(wave: np.ndarray, cfg: Any) -> np.ndarray:
     """Log-Mel spectrogram of a 1-D waveform, ``[T, n_mels]`` float32 (time first).
 
     ``T = 1 + len(wave) // hop_length`` when ``center`` (librosa's convention). dB is
-    ``10 * log10(max(S, amin))`` (ref 1.0), clipped to ``max - top_db`` when ``top_db > 0``.
+    ``10 * log10(max(S, amin))`` (ref 1.0), less its maximum when ``ref='max'``, clipped to
+    ``max - top_db`` when ``top_db > 0``.
 
     The steps and precision of ``librosa.stft`` (zero padding, float64 window product and FFT
     in blocks of ``librosa.util.MAX_MEM_BLOCK`` bytes, complex64 result, ``|X| ** power``),
@@ -268,6 +287,8 @@ def log_mel(wave: np.ndarray, cfg: Any) -> np.ndarray:
         spec[i : i + block] = np.abs(spectrum) ** c["power"]
     basis = _mel_basis(c["sample_rate"], n_fft, c["n_mels"], c["fmin"], c["fmax"])
     db = 10.0 * np.log10(np.maximum(spec @ basis.T, c["amin"]))
+    if c["ref"] == "max":
+        db -= db.max()
     if c["top_db"] > 0:
         db = np.maximum(db, db.max() - c["top_db"])
     return np.ascontiguousarray(db, dtype=np.float32)

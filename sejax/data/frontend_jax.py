@@ -12,8 +12,8 @@ tolerance on speech).
 Steps, as in librosa with ``center=True, pad_mode='constant'``: zero-pad ``n_fft // 2`` on both
 sides, cut frames every ``hop_length`` samples, multiply by the periodic window zero-padded to
 ``n_fft``, real FFT, ``|X| ** power``, Mel filterbank (float32 at full matmul precision: GPUs
-would otherwise use TF32 and lose ~3 decimal digits), ``10 log10(max(S, amin))`` and the
-optional per-clip ``top_db`` floor.
+would otherwise use TF32 and lose ~3 decimal digits), ``10 log10(max(S, amin))``, the
+optional per-clip reference (``ref='max'``) and the optional per-clip ``top_db`` floor.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def make_log_mel(cfg: Any) -> Callable[[jax.Array], jax.Array]:
         mel_filterbank(c["sample_rate"], n_fft, c["n_mels"], c["fmin"], c["fmax"]).T
     )
     pad = n_fft // 2 if c["center"] else 0
-    power, amin, top_db = c["power"], c["amin"], c["top_db"]
+    power, amin, top_db, ref_max = c["power"], c["amin"], c["top_db"], c["ref"] == "max"
 
     def log_mel(waves: jax.Array) -> jax.Array:
         waves = jnp.asarray(waves, jnp.float32)
@@ -99,6 +99,8 @@ def make_log_mel(cfg: Any) -> Callable[[jax.Array], jax.Array]:
             spec = jnp.abs(spectrum) ** power
         mel = jnp.matmul(spec, basis_t, precision=jax.lax.Precision.HIGHEST)
         db = 10.0 * jnp.log10(jnp.maximum(mel, amin))
+        if ref_max:
+            db = db - db.max(axis=(-2, -1), keepdims=True)
         if top_db > 0:
             db = jnp.maximum(db, db.max(axis=(-2, -1), keepdims=True) - top_db)
         return db

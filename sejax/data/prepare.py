@@ -627,7 +627,7 @@ def prepare(
         metadata = {
             "format": shards_lib.FORMAT,
             "version": shards_lib.VERSION,
-            "features_config": cfg,
+            "features_config": features.recorded_config(cfg),
             "features_version": features.FEATURES_VERSION,
             "fingerprint": fingerprint,
             "num_frames": features.num_frames(cfg),

@@ -202,7 +202,8 @@ def check_compatible(metadata: dict, features_cfg: Any, *, where: str | None = N
     if stored_fp == wanted_fp:
         return
     wanted = features.canonical_config(features_cfg)
-    diffs = _config_differences(dict(metadata.get("features_config") or {}), wanted)
+    stored = {**features.ADDED_KEYS, **dict(metadata.get("features_config") or {})}
+    diffs = _config_differences(stored, wanted)
     if not diffs:
         diffs = [
             f"no key differs: the shards use feature format version "
