@@ -103,7 +103,7 @@ def test_round_trip(corpus, prepared):
     assert [s["num_examples"] for s in metadata["shards"]] == [5, 5, 4]
     assert metadata["format"] == "sejax-shards" and metadata["version"] == 1
     assert metadata["fingerprint"] == features.fingerprint(cfg)
-    assert metadata["features_config"] == features.canonical_config(cfg)
+    assert metadata["features_config"] == features.recorded_config(cfg)
     assert metadata["num_frames"] == features.num_frames(cfg) == 63
     assert metadata["num_mels"] == 16 and metadata["label_names"] == list(EMOTIONS)
     assert metadata["corpus"] == "ravdess" and metadata["source"] == str(corpus.resolve())
@@ -204,6 +204,19 @@ def test_other_features_config_is_refused_then_overwritten(corpus, tmp_path):
     assert summary["reused"] is False and summary["num_mels"] == 20
     assert shards.load_metadata(out)["fingerprint"] == features.fingerprint(other)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # no temp folders left
+
+
+def test_ref_max_shards_record_it_and_are_refused_by_ref_one(corpus, tmp_path):
+    out = tmp_path / "shards"
+    peak = tiny_cfg()
+    peak.ref = "max"
+    prepare.prepare(corpus, out, peak, num_workers=1, progress=False)
+    assert shards.load_metadata(out)["features_config"]["ref"] == "max"
+    before = tree_bytes(out)
+    with pytest.raises(DataError) as info:
+        prepare.prepare(corpus, out, tiny_cfg(), num_workers=1, progress=False)
+    assert "features.ref: 'max' in the shards, 'one' in the config" in str(info.value)
+    assert tree_bytes(out) == before
 
 
 def test_changed_source_files_are_refused(corpus, tmp_path):
