@@ -81,8 +81,13 @@ def test_folds_or_clips_that_differ_are_refused():
     b = {0: {"validation": _split(["x", "y", "z", "w"], labels[0], labels[0])}}
     with pytest.raises(DataError, match="other clips"):
         compare(a, b)
-    with pytest.raises(DataError, match="no finished fold in common"):
+    with pytest.raises(DataError, match="A, B: no fold finished in every run"):
         compare(a, {5: a[0]})
+    moved = {0: {**a[0], "definition": {"test": [9]}}}
+    with pytest.raises(DataError, match="B: fold 0 holds other actors than A's fold 0"):
+        compare(a, moved)
+    with pytest.raises(DataError, match="seed8: fold 0 holds other actors than seed6's"):
+        compare(a, [a, moved], names=["seed6", "seed7", "seed8"])
     with pytest.raises(DataError, match="no test predictions"):
         compare(a, a, split="test")
     with pytest.raises(DataError, match="metric"):

@@ -107,7 +107,7 @@ def cmd_compare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str,
     runs_b = [records.read_run(path) for path in (args.b, *args.also_b)]
     result = compare.compare(
         runs_a, runs_b, split=args.split, metric=args.metric, resamples=args.resamples,
-        seed=args.seed,
+        seed=args.seed, names=[args.a, *args.also_a, args.b, *args.also_b],
     )  # fmt: skip
     print(compare.format_comparison(result, name_a=args.a, name_b=args.b))
     return {"command": "compare", "a": args.a, "b": args.b, "also_a": args.also_a,

@@ -76,15 +76,18 @@ def compare(
     metric: str = "uar",
     resamples: int = 2000,
     seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Recipe B against recipe A on the folds every run has finished. Each side is one run's
-    records (``records.read_all``) or a sequence of runs of one recipe, scored as their mean."""
+    records (``records.read_all``) or a sequence of runs of one recipe, scored as their mean.
+    ``names`` (A's runs, then B's) name the runs in errors; default A, A2, ..., B, B2, ..."""
     if metric not in METRICS:
         raise DataError(f"metric {metric!r} is not one of {list(METRICS)}")
     runs_a, runs_b = _as_runs(records_a), _as_runs(records_b)
-    folds = sorted(set.intersection(*(set(run) for run in runs_a + runs_b)))
-    if not folds:
-        raise DataError("the two recipes have no finished fold in common")
+    if names is None:
+        names = [f"{side}{k + 1 if k else ''}" for side, runs in (("A", runs_a), ("B", runs_b))
+                 for k in range(len(runs))]  # fmt: skip
+    folds = records.common_folds(runs_a + runs_b, names)
     score = METRICS[metric]
 
     def mean_score(y: np.ndarray, preds: list[np.ndarray], draw: Any = slice(None)) -> float:

@@ -173,7 +173,7 @@ def common_folds(
         raise DataError(f"{', '.join(names)}: no fold finished in every run")
     for i in folds:
         for run, name in zip(runs[1:], names[1:], strict=True):
-            if run[i]["definition"] != runs[0][i]["definition"]:
+            if run[i].get("definition") != runs[0][i].get("definition"):
                 raise DataError(f"{name}: fold {i} holds other actors than {names[0]}'s fold {i}")
     return folds
 
