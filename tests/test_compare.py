@@ -81,6 +81,9 @@ def test_folds_or_clips_that_differ_are_refused():
     b = {0: {"validation": _split(["x", "y", "z", "w"], labels[0], labels[0])}}
     with pytest.raises(DataError, match="other clips"):
         compare(a, b)
+    relabelled = {0: {"validation": {**a[0]["validation"], "label": [1, 1, 2, 3]}}}
+    with pytest.raises(DataError, match="B: fold 0's validation split labels a clip otherwise"):
+        compare(a, relabelled)
     with pytest.raises(DataError, match="A, B: no fold finished in every run"):
         compare(a, {5: a[0]})
     moved = {0: {**a[0], "definition": {"test": [9]}}}

@@ -49,17 +49,6 @@ def _as_runs(side: Run | Sequence[Run]) -> list[Run]:
     return runs
 
 
-def _aligned(reference: Mapping[str, Any], other: Mapping[str, Any]) -> np.ndarray:
-    """``other``'s predictions in ``reference``'s clip order (one fold's split)."""
-    pred = dict(zip(other["clips"], other["pred"], strict=True))
-    label = dict(zip(other["clips"], other["label"], strict=True))
-    if set(pred) != set(reference["clips"]):
-        raise DataError("the two recipes' folds hold other clips: compare runs of the same folds")
-    if any(label[c] != y for c, y in zip(reference["clips"], reference["label"], strict=True)):
-        raise DataError("the two recipes label a clip differently: other label sets?")
-    return np.asarray([pred[c] for c in reference["clips"]])
-
-
 def _same_cpu_kind(runs: Sequence[Run], folds: list[int]) -> bool | None:
     """True when, fold by fold, every run of both sides ran on one and the same CPU kind."""
     kinds = [[records.cpu_kinds(run[i]) for run in runs] for i in folds]
@@ -101,8 +90,12 @@ def compare(
             raise DataError(f"fold {i} has no {split} predictions in both records")
         reference = splits_a[0]
         y = np.asarray(reference["label"])
-        pa = [_aligned(reference, x) for x in splits_a]
-        pb = [_aligned(reference, x) for x in splits_b]
+        where = f"fold {i}'s {split} split"
+        pa, pb = [
+            [np.asarray(x["pred"])[records.clip_order(reference, x, (n, names[0]), where)]
+             for x, n in zip(xs, ns, strict=True)]
+            for xs, ns in ((splits_a, names[:len(runs_a)]), (splits_b, names[len(runs_a):]))
+        ]  # fmt: skip
         a, b = mean_score(y, pa), mean_score(y, pb)
         per_fold.append({"fold": i, "a": a, "b": b, "difference": b - a})
         labels.append(y)

@@ -40,12 +40,7 @@ def _split(members: Sequence[Mapping[str, Any]], names: Sequence[str], where: st
     labels = np.asarray(first["label"], np.int64)
     probs = np.zeros((len(labels), len(first["probs"][0])), np.float64)
     for member, name in zip(members, names, strict=True):
-        by_clip = {c: i for i, c in enumerate(member["clips"])}
-        if set(by_clip) != set(first["clips"]) or len(by_clip) != len(member["clips"]):
-            raise DataError(f"{name}: {where} holds other clips than {names[0]}'s")
-        order = np.asarray([by_clip[c] for c in first["clips"]])
-        if np.any(np.asarray(member["label"])[order] != labels):
-            raise DataError(f"{name}: {where} labels a clip otherwise than {names[0]}")
+        order = records.clip_order(first, member, (name, names[0]), where)
         probs += np.asarray(member["probs"], np.float64)[order]
     probs /= len(members)
     preds = probs.argmax(-1)

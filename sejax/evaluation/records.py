@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
+
 from sejax import io
 from sejax.errors import DataError
 from sejax.evaluation.report import read_metrics
@@ -176,6 +178,22 @@ def common_folds(
             if run[i].get("definition") != runs[0][i].get("definition"):
                 raise DataError(f"{name}: fold {i} holds other actors than {names[0]}'s fold {i}")
     return folds
+
+
+def clip_order(
+    reference: Mapping[str, Any], other: Mapping[str, Any], names: tuple[str, str], where: str
+) -> np.ndarray:
+    """Indices that put ``other``'s clips (one fold's split of a record) in ``reference``'s
+    order, matched by clip name; `DataError` naming ``names`` (other's run, then reference's)
+    when the clips or their labels differ. Ensembles and comparisons pair clips this way."""
+    name, reference_name = names
+    by_clip = {c: i for i, c in enumerate(other["clips"])}
+    if len(by_clip) != len(other["clips"]) or set(by_clip) != set(reference["clips"]):
+        raise DataError(f"{name}: {where} holds other clips than {reference_name}'s")
+    order = np.asarray([by_clip[c] for c in reference["clips"]], np.int64)
+    if np.any(np.asarray(other["label"])[order] != np.asarray(reference["label"])):
+        raise DataError(f"{name}: {where} labels a clip otherwise than {reference_name}")
+    return order
 
 
 def record_path(folder: str | os.PathLike[str], index: int) -> Path:
