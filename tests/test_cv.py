@@ -127,6 +127,28 @@ def test_cv_runs_selected_folds_resumes_and_pools(fake_run, capsys):
     assert sorted(test_clips) == sorted(row["source"] for row in rows)
 
 
+def test_blind_cv_prints_validation_only_and_records_test(fake_run, capsys):
+    """A registered comparison's runs: test stays unseen until the verdict, but is recorded."""
+    sejax_cv, _, _, workdir = fake_run
+    assert sejax_cv("--config.cv.blind=True") == 0
+    summary, out = last_json(capsys)
+    record = json.loads((workdir / "cv.json").read_text())
+    assert summary["blind"] is True and summary["validation"] == record["validation"]
+    assert "mean" not in summary and "pooled" not in summary
+    assert [f["validation"] for f in summary["folds"]] == [f["validation"] for f in record["folds"]]
+    assert set(summary["folds"][0]) == {"fold", "validation"}
+    header, *rows = out.out.splitlines()[:6]
+    assert header.split() == ["fold", "validation", "val", "accuracy", "val", "UAR", "val",
+                              "macro-F1"]  # fmt: skip
+    assert rows[0].split()[:3] == ["0", "3", "4"]  # fold 0 validates on actors 3 and 4
+    assert "test metrics hidden (cv.blind)" in out.out
+    assert not any(line.startswith("pooled") for line in out.out.splitlines())
+    for f in record["folds"]:  # recorded all the same, for `sejax compare --split test`
+        assert f"{f['uar']:.3f}" not in out.out.replace(f"{f['validation']['uar']:.3f}", "")
+        stored = json.loads((workdir / "folds" / f"fold_{f['fold']}.json").read_text())
+        assert stored["test"]["uar"] == f["uar"]
+
+
 def test_cv_aggregates_committed_fold_records_without_data_or_training(fake_run, monkeypatch):
     """Folds run elsewhere: their records copied into one folder are aggregated as they are."""
     sejax_cv, calls, _, workdir = fake_run

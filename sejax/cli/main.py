@@ -87,16 +87,18 @@ def cmd_cv(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]
 
     workdir = Path(args.workdir)
     record = cv.run(config, workdir, log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(views.format_cv_table(record))
+    blind = bool(config.cv.blind)
+    print(views.format_cv_table(record, blind=blind))
     print(f"Cross-validation record: {workdir / 'cv.json'} (pooled confusion matrix and "
-          "learning curves beside it; each fold's reports in fold_<i>/)")  # fmt: skip
+          "learning curves beside it; each fold's reports in fold_<i>/)"
+          + ("; they hold test: read them after the verdict" if blind else ""))  # fmt: skip
     if record["leaking"]:
         print(f"WARNING: {record['protocol']}: these scores overstate accuracy on unseen "
               "speakers", file=sys.stderr)  # fmt: skip
     if not record["complete"]:
         print(f"{len(record['folds_done'])} of {record['num_folds']} folds done; run the same "
               "command without cv.only_folds to finish and pool them all")  # fmt: skip
-    return views.cv_summary(record, workdir)
+    return views.cv_summary(record, workdir, blind=blind)
 
 
 def cmd_compare(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:

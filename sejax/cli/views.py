@@ -109,10 +109,30 @@ def plot_timeline(results: Sequence[Result], label_names: Sequence[str], path: P
 # sejax cv
 
 
-def cv_summary(record: Mapping[str, Any], workdir: str | Path) -> dict[str, Any]:
-    """The short form of cv.json that ``sejax cv`` prints as its last line."""
+BLIND_NOTE = (
+    "test metrics hidden (cv.blind): recorded in cv.json and the fold records; "
+    "read them once, after the verdict, with `sejax compare A B --split test`"
+)
+
+
+def cv_summary(
+    record: Mapping[str, Any], workdir: str | Path, blind: bool = False
+) -> dict[str, Any]:
+    """The short form of cv.json that ``sejax cv`` prints as its last line; ``blind``: its
+    validation side only."""
     keep = ("fold", "test_actors", "accuracy", "uar", "macro_f1")
     pooled = record.get("pooled") or {}
+    if blind:
+        return {
+            "command": "cv", "workdir": str(Path(workdir).absolute()), "blind": True,
+            "protocol": record["protocol"], "leaking": record["leaking"],
+            "num_folds": record["num_folds"], "folds_done": record["folds_done"],
+            "complete": record["complete"],
+            "folds": [{"fold": r["fold"], "validation": r.get("validation")}
+                      for r in record["folds"]],
+            "validation": record.get("validation"),
+            "cv_json": str(Path(workdir).absolute() / "cv.json"),
+        }  # fmt: skip
     return {
         "command": "cv",
         "workdir": str(Path(workdir).absolute()),
@@ -131,12 +151,33 @@ def cv_summary(record: Mapping[str, Any], workdir: str | Path) -> dict[str, Any]
     }
 
 
-def format_cv_table(record: Mapping[str, Any]) -> str:
+def _format_blind_table(record: Mapping[str, Any]) -> list[str]:
+    """The folds' validation metrics and their mean ± std: what a blind run shows."""
+
+    def row(name: str, actors: str, cells: Sequence[str]) -> str:
+        return f"{name:<10}{actors:<22}" + "".join(f"{c:>14}" for c in cells)
+
+    lines = [row("fold", "validation", [f"val {k}" for k in ("accuracy", "UAR", "macro-F1")])]
+    for r in record["folds"]:
+        val = r.get("validation")
+        actors = " ".join(map(str, r.get("validation_actors") or [])) or "-"
+        cells = [f"{val[k]:.3f}" if val else "-" for k in METRICS]
+        lines.append(row(str(r["fold"]), actors, cells))
+    if v := record.get("validation"):
+        cells = [f"{v['mean'][k]:.3f}±{v['std'][k]:.3f}" for k in METRICS]
+        lines.append(row("mean±std", "", cells))
+    return [*lines, BLIND_NOTE]
+
+
+def format_cv_table(record: Mapping[str, Any], blind: bool = False) -> str:
     """The folds' test metrics, mean ± std and pooled, with each fold's validation UAR (what
-    recipes are chosen on) beside them, as a plain-text table."""
+    recipes are chosen on) beside them, as a plain-text table; ``blind``: validation only."""
 
     def row(name: str, test: str, n: Any, cells: Sequence[str]) -> str:
         return f"{name:<10}{test:<22}{n!s:>9}" + "".join(f"{c:>14}" for c in cells)
+
+    if blind:
+        return "\n".join(_format_blind_table(record) + _flags(record))
 
     header = ("accuracy", "UAR", "macro-F1", "val UAR")
     lines = [row("fold", "test", "examples", header)]
@@ -153,6 +194,12 @@ def format_cv_table(record: Mapping[str, Any]) -> str:
         lines.append(row("mean±std", "", "",
                          [f"{m[k]:.3f}±{s[k]:.3f}" for k in METRICS] + [val_cell]))  # fmt: skip
         lines.append(row("pooled", "", p["num_examples"], [f"{p[k]:.3f}" for k in METRICS]))
+    return "\n".join(lines + _flags(record))
+
+
+def _flags(record: Mapping[str, Any]) -> list[str]:
+    """The notes under a cv table: optimistic validation, leaking, transductive."""
+    lines = []
     if record.get("validation_optimistic"):
         lines.append("val UAR: of the checkpoints the validation actors chose (optimistic; "
                      "choose recipes on runs whose test model is fixed in advance)")  # fmt: skip
@@ -160,4 +207,4 @@ def format_cv_table(record: Mapping[str, Any]) -> str:
         lines.append("LEAKING: speakers or identical recordings are on both sides of the split")
     if record.get("transductive"):
         lines.append("TRANSDUCTIVE: each test speaker normalised with its own clips' statistics")
-    return "\n".join(lines)
+    return lines

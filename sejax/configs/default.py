@@ -229,12 +229,15 @@ def get_config() -> ml_collections.ConfigDict:
     # stopping) on val_actors_per_fold training actors, half male and half female, taken from
     # the next fold. only_folds runs some folds (0-based), e.g. to spread them over machines.
     # With data.split_by='random' the folds are num_folds random parts of the clips (leaking).
+    # blind prints validation only (test is still recorded): for a comparison registered
+    # before its runs, test is read once after the verdict (`sejax compare --split test`).
     config.cv = ml_collections.ConfigDict()
     config.cv.num_folds = 6
     config.cv.fold_set = "balanced"
     config.cv.folds = ()
     config.cv.val_actors_per_fold = 2
     config.cv.only_folds = ()
+    config.cv.blind = False
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64
