@@ -122,18 +122,7 @@ def cv_summary(
     validation side only."""
     keep = ("fold", "test_actors", "accuracy", "uar", "macro_f1")
     pooled = record.get("pooled") or {}
-    if blind:
-        return {
-            "command": "cv", "workdir": str(Path(workdir).absolute()), "blind": True,
-            "protocol": record["protocol"], "leaking": record["leaking"],
-            "num_folds": record["num_folds"], "folds_done": record["folds_done"],
-            "complete": record["complete"],
-            "folds": [{"fold": r["fold"], "validation": r.get("validation")}
-                      for r in record["folds"]],
-            "validation": record.get("validation"),
-            "cv_json": str(Path(workdir).absolute() / "cv.json"),
-        }  # fmt: skip
-    return {
+    summary = {
         "command": "cv",
         "workdir": str(Path(workdir).absolute()),
         "protocol": record["protocol"],
@@ -149,6 +138,12 @@ def cv_summary(
         "validation": record.get("validation"),
         "cv_json": str(Path(workdir).absolute() / "cv.json"),
     }
+    if blind:  # the same summary less every test number
+        summary = {k: v for k, v in summary.items() if k not in ("mean", "std", "pooled")}
+        summary["folds"] = [{"fold": r["fold"], "validation": r.get("validation")}
+                            for r in record["folds"]]  # fmt: skip
+        summary["blind"] = True
+    return summary
 
 
 def _format_blind_table(record: Mapping[str, Any]) -> list[str]:

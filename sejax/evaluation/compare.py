@@ -49,6 +49,13 @@ def _as_runs(side: Run | Sequence[Run]) -> list[Run]:
     return runs
 
 
+def _aligned(
+    reference: Mapping[str, Any], other: Mapping[str, Any], names: tuple[str, str], where: str
+) -> np.ndarray:
+    """``other``'s predictions in ``reference``'s clip order (`records.clip_order`)."""
+    return np.asarray(other["pred"])[records.clip_order(reference, other, names, where)]
+
+
 def _same_cpu_kind(runs: Sequence[Run], folds: list[int]) -> bool | None:
     """True when, fold by fold, every run of both sides ran on one and the same CPU kind."""
     kinds = [[records.cpu_kinds(run[i]) for run in runs] for i in folds]
@@ -77,6 +84,7 @@ def compare(
         names = [f"{side}{k + 1 if k else ''}" for side, runs in (("A", runs_a), ("B", runs_b))
                  for k in range(len(runs))]  # fmt: skip
     folds = records.common_folds(runs_a + runs_b, names)
+    names_a, names_b = names[: len(runs_a)], names[len(runs_a) :]
     score = METRICS[metric]
 
     def mean_score(y: np.ndarray, preds: list[np.ndarray], draw: Any = slice(None)) -> float:
@@ -91,11 +99,14 @@ def compare(
         reference = splits_a[0]
         y = np.asarray(reference["label"])
         where = f"fold {i}'s {split} split"
-        pa, pb = [
-            [np.asarray(x["pred"])[records.clip_order(reference, x, (n, names[0]), where)]
-             for x, n in zip(xs, ns, strict=True)]
-            for xs, ns in ((splits_a, names[:len(runs_a)]), (splits_b, names[len(runs_a):]))
-        ]  # fmt: skip
+        pa = [
+            _aligned(reference, x, (n, names[0]), where)
+            for x, n in zip(splits_a, names_a, strict=True)
+        ]
+        pb = [
+            _aligned(reference, x, (n, names[0]), where)
+            for x, n in zip(splits_b, names_b, strict=True)
+        ]
         a, b = mean_score(y, pa), mean_score(y, pb)
         per_fold.append({"fold": i, "a": a, "b": b, "difference": b - a})
         labels.append(y)
