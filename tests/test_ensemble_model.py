@@ -64,7 +64,7 @@ def test_an_exported_ensemble_round_trips(members, windows, tmp_path, capsys):
     assert summary["members"] == 2 and "round_trip_max_abs_diff" in summary
     meta = json.loads((out / bundle_lib.MODEL_FILE).read_text())
     assert meta["version"] == bundle_lib.ENSEMBLE_VERSION
-    assert [m["path"] for m in meta["ensemble"]["members"]] == [str(w) for w in workdirs[:2]]
+    assert [m["path"] for m in meta["ensemble"]["members"]] == [w.name for w in workdirs[:2]]
     loaded = bundle_lib.load(out)
     assert loaded.members == 2
     assert {np.shape(x)[0] for x in jax.tree.leaves(loaded.variables)} == {2}
@@ -80,7 +80,7 @@ def test_an_exported_ensemble_round_trips(members, windows, tmp_path, capsys):
     # A model folder joins an ensemble with the provenance it carries (the run it came from).
     export.export(tmp_path / "mixed", [tmp_path / "one", workdirs[0]], formats=())
     mixed = json.loads((tmp_path / "mixed" / bundle_lib.MODEL_FILE).read_text())
-    assert [m["path"] for m in mixed["ensemble"]["members"]] == [str(workdirs[2]), str(workdirs[0])]
+    assert [m["path"] for m in mixed["ensemble"]["members"]] == [workdirs[2].name, workdirs[0].name]
 
 
 def test_members_must_share_labels_front_end_network_and_normalisation(members):

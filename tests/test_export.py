@@ -53,9 +53,19 @@ def test_folder_layout_and_meta(exported):
         "sample_rate": 16000, "num_samples": 16000,
         "layout": "[batch, num_samples] float32 mono waveform in [-1, 1]",
     }  # fmt: skip
-    assert meta["label_names"][4] == "angry" and meta["source"]["path"] == str(workdir)
+    # The run by name, not by this machine's absolute path (the workdir is outside the cwd).
+    assert meta["label_names"][4] == "angry" and meta["source"]["path"] == workdir.name
     assert meta["files"]["jax_export"]["platforms"] == ["cpu", "cuda", "tpu"]
     assert not list(out.parent.glob(".tiny.*"))  # no temporary folder left behind
+
+
+def test_the_source_is_the_workdir_as_named_from_the_current_directory(exported, monkeypatch):
+    workdir = exported[0]
+    monkeypatch.chdir(workdir.parent.parent)
+    meta = bundle_lib.model_meta(bundle_lib.load(workdir=workdir))
+    assert meta["source"] == {"path": f"{workdir.parent.name}/{workdir.name}",
+                              "step": bundle_lib.load(workdir=workdir).step}  # fmt: skip
+    assert meta["source"]["step"] > 0
 
 
 def test_jax_export_round_trip(exported, predictor, windows):

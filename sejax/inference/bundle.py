@@ -358,8 +358,7 @@ def ensemble(bundles: Sequence[Bundle]) -> Bundle:
     )
     # Each member's provenance: a model folder's own record of the run it came from.
     sources = [
-        {**(b.meta.get("source") or {"path": b.source, "step": b.step}), "seed": int(b.config.seed)}
-        for b in bundles
+        {**(b.meta.get("source") or _provenance(b)), "seed": int(b.config.seed)} for b in bundles
     ]
     meta = {k: first.meta[k] for k in ("config", "label_names", "normalization") if k in first.meta}
     meta.update(
@@ -438,10 +437,23 @@ def model_meta(bundle: Bundle) -> dict[str, Any]:
             "num_samples": bundle.window_samples,
             "layout": "[batch, num_samples] float32 mono waveform in [-1, 1]",
         },
-        "source": dict(bundle.meta.get("source") or {"path": bundle.source, "step": bundle.step}),
+        "source": dict(bundle.meta.get("source") or _provenance(bundle)),
     }
     record.update({k: bundle.meta[k] for k in keep if k in bundle.meta})
     return json.loads(json.dumps(record, default=list))  # plain JSON types only
+
+
+def _provenance(bundle: Bundle) -> dict[str, Any]:
+    """The run a workdir bundle came from, as a model folder records it: its path relative to
+    the current directory when it lies below it (``runs/NAME``, as the training command named
+    it), else its folder name; never this machine's absolute path, which means nothing where
+    the model is shipped."""
+    path = Path(bundle.source)
+    try:
+        shown = path.relative_to(Path.cwd())
+    except ValueError:
+        shown = Path(path.name)
+    return {"path": shown.as_posix(), "step": bundle.step}
 
 
 def new_folder(out_dir: Path, overwrite: bool) -> Path:
