@@ -27,7 +27,9 @@ its runs (against its members' mean on validation, [+0.001, +0.033]) and tests *
 Tried on top of the converged recipe and not kept (validation, same CPU kind): ±12 dB instead
 of ±6, mixup + speed perturbation, attention pooling, half the channels, librosa's 80 dB clip,
 EmoDB clips for training, AdamW + label smoothing, ensembles of converged seeds, and (on
-the best recipe) a Mel-axis shift of up to 2 bands (vocal-tract-length perturbation).
+the best recipe) a Mel-axis shift of up to 2 bands (vocal-tract-length perturbation) and dB
+referenced to each clip's loudest bin (`features.ref='max'`, which made the Keras recipe's
+parity row; here +0.017 on validation, inside the noise: the gain already meets the level).
 """
 
 from pathlib import Path
