@@ -62,9 +62,9 @@ def test_folder_layout_and_meta(exported):
 def test_the_source_is_the_workdir_as_named_from_the_current_directory(exported, monkeypatch):
     workdir = exported[0]
     monkeypatch.chdir(workdir.parent.parent)
-    meta = bundle_lib.model_meta(bundle_lib.load(workdir=workdir))
-    assert meta["source"] == {"path": f"{workdir.parent.name}/{workdir.name}",
-                              "step": bundle_lib.load(workdir=workdir).step}  # fmt: skip
+    bundle = bundle_lib.load(workdir=workdir)
+    meta = bundle_lib.model_meta(bundle)
+    assert meta["source"] == {"path": f"{workdir.parent.name}/{workdir.name}", "step": bundle.step}
     assert meta["source"]["step"] > 0
 
 

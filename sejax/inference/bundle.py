@@ -357,9 +357,7 @@ def ensemble(bundles: Sequence[Bundle]) -> Bundle:
         *[jax.device_get(b.variables) for b in bundles],
     )
     # Each member's provenance: a model folder's own record of the run it came from.
-    sources = [
-        {**(b.meta.get("source") or _provenance(b)), "seed": int(b.config.seed)} for b in bundles
-    ]
+    sources = [{**_provenance(b), "seed": int(b.config.seed)} for b in bundles]
     meta = {k: first.meta[k] for k in ("config", "label_names", "normalization") if k in first.meta}
     meta.update(
         features_fingerprint=features.fingerprint(first.config.features),
@@ -437,17 +435,19 @@ def model_meta(bundle: Bundle) -> dict[str, Any]:
             "num_samples": bundle.window_samples,
             "layout": "[batch, num_samples] float32 mono waveform in [-1, 1]",
         },
-        "source": dict(bundle.meta.get("source") or _provenance(bundle)),
+        "source": _provenance(bundle),
     }
     record.update({k: bundle.meta[k] for k in keep if k in bundle.meta})
     return json.loads(json.dumps(record, default=list))  # plain JSON types only
 
 
 def _provenance(bundle: Bundle) -> dict[str, Any]:
-    """The run a workdir bundle came from, as a model folder records it: its path relative to
-    the current directory when it lies below it (``runs/NAME``, as the training command named
-    it), else its folder name; never this machine's absolute path, which means nothing where
-    the model is shipped."""
+    """The run a bundle came from, as a model folder records it: a model folder's own record;
+    for a workdir, its path relative to the current directory when it lies below it
+    (``runs/NAME``, as the training command named it), else its folder name; never this
+    machine's absolute path, which means nothing where the model is shipped."""
+    if bundle.meta.get("source"):
+        return dict(bundle.meta["source"])
     path = Path(bundle.source)
     try:
         shown = path.relative_to(Path.cwd())
