@@ -279,12 +279,14 @@ def test_bundle_checks_meta_against_the_model(run, tmp_path):
 
 
 def test_shipped_ravdess_model_predicts_right_after_install():
-    """`sejax.load("ravdess")` finds the packaged model: 8 emotions, probabilities that sum
-    to one, on audio at another rate than the model's."""
+    """`sejax.load("ravdess")` finds the packaged model, the best recipe's four networks as
+    one ensemble: 8 emotions, probabilities that sum to one, on audio at another rate than
+    the model's."""
     from sejax.corpora.ravdess import EMOTIONS
 
     model = sejax.load("ravdess")
     assert list(model.label_names) == list(EMOTIONS)
+    assert model.bundle.members == 4
     t = np.arange(int(1.7 * 22050)) / 22050
     voice = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
     result = model.predict(voice, sample_rate=22050)
