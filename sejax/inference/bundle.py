@@ -356,7 +356,7 @@ def ensemble(bundles: Sequence[Bundle]) -> Bundle:
         lambda *xs: np.stack([np.asarray(x) for x in xs]),
         *[jax.device_get(b.variables) for b in bundles],
     )
-    # Each member's provenance: a model folder's own record of the run it came from.
+    # Each member's provenance (the run it came from, as `_provenance` records it) and seed.
     sources = [{**_provenance(b), "seed": int(b.config.seed)} for b in bundles]
     meta = {k: first.meta[k] for k in ("config", "label_names", "normalization") if k in first.meta}
     meta.update(
