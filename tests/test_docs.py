@@ -79,6 +79,19 @@ FLAG_RE = re.compile(r"(?<![\w-])--(?P<name>[A-Za-z][\w-]*(?:\.[\w.*-]+)?)")
 SEPARATOR_RE = re.compile(r"&&|\|\||;|(?<=\s)&(?=\s|$)|(?<=\s)\|(?=\s+[^\s-])")
 
 
+def test_ci_runs_the_readmes_test_command():
+    """CI's promise is the README's: what `.ci/run` installs and runs is what the README shows."""
+    shown = [line for lang, body in blocks(read(README)) if lang in SHELL_LANGS
+             for line in logical_lines(body) if "-m pytest" in line]  # fmt: skip
+    assert len(shown) == 1, shown
+    ci = [line for line in logical_lines(read(ROOT / ".ci" / "run")) if "-m pytest" in line]
+    assert len(ci) == 2  # the default Python, then the newest one on the machine
+    args = shown[0].split("-m pytest", 1)[1].split()
+    for line in ci:
+        assert line.split("-m pytest", 1)[1].split() == args, line
+        assert "'.[test]'" in line
+
+
 @functools.cache
 def subcommands() -> dict[str, argparse.ArgumentParser]:
     from sejax.cli.main import build_parser
