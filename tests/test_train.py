@@ -195,7 +195,9 @@ def test_bad_config_key_and_bad_data_path_fail_clearly(tmp_path, capsys):
     # just as a traceback on stderr would, without three interpreter start-ups.
     def fails(*args: str) -> str:
         assert cli.main(list(args)) == 2
-        return capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
 
     err = fails("train", "--workdir", str(tmp_path / "w"), "--config.train.batchsize=3")
     assert "unknown config key 'train.batchsize'" in err
